@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Everything they need (virtualenv, Python packages, Kafka broker jars) is installed
+# on first use and cached; later runs reuse it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: install test demo lint clean
+
+install: $(STAMP)
+	$(BIN)/loyalty kafka install
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: install
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/loyalty demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy streams agents tables schemas localkafka cli demo
+
+clean:
+	rm -rf $(VENV) .local

@@ -1,0 +1,112 @@
+"""The transaction agent: decode, route to the owning partition, apply, emit.
+
+At-least-once: the table write and the outputs of a message happen before its offset is
+committed; a redelivered message finds its transaction already applied and re-emits the
+same outputs (same ids), so nothing is lost and nothing is credited twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import orjson
+
+from agents import metrics
+from agents.deadletters import send_dead_letter
+from schemas.decode import InvalidEvent, decode_transaction
+from schemas.state import decode_state, encode_state
+from streams.partitioning import owner_partition
+from streams.program import Program
+from streams.rewards import render_outputs
+from streams.settings import Settings
+from streams.topics import Topics
+from tables.accounts import RejectedTransaction, apply_transaction
+from tables.definitions import Tables
+
+PROCESSING_ERROR = "processing_error"
+
+Clock = Callable[[], int]
+"""Wall-clock epoch milliseconds; injected so tests can fix it."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TransactionProcessor:
+    """Everything the agent does to one message; the agent only iterates."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        program: Program,
+        topics: Topics,
+        tables: Tables,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.program = program
+        self.topics = topics
+        self.member_to_state = tables.member_to_state
+        self.clock = clock
+        self.rekeyed_topic = settings.topics.rekeyed
+
+    async def process(self, message: Any) -> None:
+        started = time.perf_counter()
+        now_ms = self.clock()
+        try:
+            await self._process(message, now_ms)
+        except InvalidEvent as error:
+            await self._reject(message, error.reason, error.message, now_ms)
+        except RejectedTransaction as error:
+            await self._reject(message, error.reason, error.message, now_ms)
+        except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
+            await self._reject(message, PROCESSING_ERROR, f"{type(error).__name__}: {error}", now_ms)
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+        if message.timestamp:
+            metrics.LATENCY_SECONDS.observe(max(0.0, time.time() - message.timestamp))
+
+    async def _process(self, message: Any, now_ms: int) -> None:
+        transaction = decode_transaction(message.value, self.settings.max_event_bytes)
+        member_key = transaction.member_id.encode()
+        owner = owner_partition(member_key, self.settings.partitions)
+        if message.partition != owner and message.topic != self.rekeyed_topic:
+            await self.topics.rekeyed.send(key=member_key, value=message.value, partition=owner)
+            metrics.EVENTS.labels(message.topic, "rerouted").inc()
+            return
+
+        state = decode_state(self.member_to_state.get(member_key))
+        new_state, outcome = apply_transaction(state, transaction, self.program, now_ms)
+        if not outcome.duplicate:
+            self.member_to_state[member_key] = encode_state(new_state)
+        outputs = render_outputs(transaction, outcome.applied, self.program)
+        for entry in outputs.ledger:
+            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry))
+        await self.topics.rewards.send(key=member_key, value=orjson.dumps(outputs.reward))
+        for notification in outputs.notifications:
+            await self.topics.notifications.send(key=member_key, value=orjson.dumps(notification))
+
+        if outcome.duplicate:
+            metrics.EVENTS.labels(message.topic, "duplicate").inc()
+            return
+        metrics.EVENTS.labels(message.topic, "processed").inc()
+        for entry in outputs.ledger:
+            metrics.LEDGER_ENTRIES.labels(entry.reason).inc()
+            metrics.POINTS.labels(entry.reason).inc(abs(entry.delta))
+        if outcome.applied.enrolled:
+            metrics.MEMBERS_ENROLLED.inc()
+
+    async def _reject(self, message: Any, reason: str, text: str, now_ms: int) -> None:
+        await send_dead_letter(self.topics.deadletter, message, reason, text, now_ms)
+
+
+def register(app: faust.App, processor: TransactionProcessor) -> None:
+    """Attach the transaction agent to ``app``."""
+
+    @app.agent(processor.topics.transactions, name="loyalty.process_transactions")
+    async def process_transactions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await processor.process(event.message)

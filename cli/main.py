@@ -1,0 +1,87 @@
+"""The ``loyalty`` command: worker, local Kafka broker, topics and the live demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from streams.settings import from_env
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = from_env()
+    app = create_app(settings)
+    ensure_topics(settings)
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    created = ensure_topics(from_env())
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from localkafka import broker
+
+    data_dir = Path(args.data_dir)
+    if args.action == "install":
+        print(broker.install())
+        return 0
+    if args.action == "start":
+        status = broker.start(port=args.port, data_dir=data_dir)
+    elif args.action == "stop":
+        stopped = broker.stop(data_dir=data_dir)
+        print("stopped" if stopped else "not running")
+        return 0
+    else:
+        status = broker.status(data_dir=data_dir)
+    if status.running:
+        print(f"running: bootstrap={status.bootstrap} pid={status.pid} data_dir={data_dir}")
+        return 0
+    print(f"not running (data_dir={data_dir})")
+    return 0 if args.action == "status" else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from demo.run import run_demo
+
+    return run_demo(port=args.port, rate=args.rate, duration=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("worker", help="run a worker (settings from LOYALTY_* variables)")
+    commands.add_parser("topics", help="create the engine's topics that do not exist yet")
+
+    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft)")
+    kafka.add_argument("action", choices=["start", "stop", "status", "install"])
+    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--data-dir", default=".local/kafka")
+
+    demo = commands.add_parser("demo", help="local broker + worker + POS simulator, live")
+    demo.add_argument("--port", type=int, default=9092, help="port of the local broker")
+    demo.add_argument("--rate", type=float, default=5.0, help="transactions per second")
+    demo.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until Ctrl-C")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"worker": _worker, "topics": _topics, "kafka": _kafka, "demo": _demo}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

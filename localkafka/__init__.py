@@ -1,0 +1,27 @@
+"""A real single-node Apache Kafka broker (KRaft) for local runs and tests, without Docker."""
+
+from localkafka.broker import (
+    KAFKA_VERSION,
+    BrokerError,
+    BrokerStatus,
+    free_port,
+    install,
+    kafka_home,
+    start,
+    status,
+    stop,
+    wait_until_ready,
+)
+
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "BrokerStatus",
+    "free_port",
+    "install",
+    "kafka_home",
+    "start",
+    "status",
+    "stop",
+    "wait_until_ready",
+]

@@ -1,0 +1,109 @@
+"""Output event contract v1: what downstream services consume.
+
+Every record carries a deterministic id derived from the input event that caused it, so a
+replayed or redelivered input produces the same ids and consumers can de-duplicate on them.
+Timestamps are ISO-8601 strings with a UTC offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Ledger reasons (the ``reason`` of a ledger entry).
+FUEL_POINTS = "fuel_points"
+WELCOME_BONUS = "welcome_bonus"
+REFUND_REVERSAL = "refund_reversal"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One balance change (topic ``loyalty.ledger``); exactly one per change."""
+
+    entry_id: str
+    member_id: str
+    delta: int
+    balance_after: int
+    reason: str
+    source_event_id: str
+    program_version: str
+    occurred_at: str
+    processed_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Multiplier:
+    name: str
+    factor: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bonus:
+    reason: str
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """How the points of one event were computed."""
+
+    liters: float
+    points_per_liter: float
+    base_points: int
+    """floor(liters x points per litre), before any multiplier."""
+    multipliers: list[Multiplier]
+    fuel_points: int
+    """floor(liters x points per litre x every multiplier)."""
+    bonuses: list[Bonus]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardEvent:
+    """What one input event earned a member (topic ``loyalty.rewards``)."""
+
+    reward_id: str
+    member_id: str
+    source_event_id: str
+    source_type: str
+    """``sale`` or ``refund``."""
+    station_id: str
+    occurred_at: str
+    processed_at: str
+    program_version: str
+    points: int
+    """Sum of this event's ledger deltas."""
+    balance_after: int
+    enrolled: bool
+    """True when this event enrolled the member."""
+    breakdown: Breakdown | None = None
+    """Earning details of a sale."""
+    reversal: dict[str, Any] | None = None
+    """Details of a refund: original transaction, refunded and original litres."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message for notification services (topic ``loyalty.notifications``)."""
+
+    notification_id: str
+    member_id: str
+    kind: str
+    locale: str
+    occurred_at: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected input message (topic ``loyalty.deadletter``), original bytes included."""
+
+    deadletter_id: str
+    source_topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key_b64: str | None
+    value_b64: str | None
+    reason: str
+    message: str
+    failed_at: str

@@ -1,0 +1,38 @@
+"""The Faust app factory: the whole topology wired in one place."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import transactions, web
+from agents.transactions import Clock, TransactionProcessor, wall_clock_ms
+from streams.program import load_program
+from streams.settings import Settings
+from streams.topics import MAX_MESSAGE_BYTES, declare_topics
+from tables.definitions import define_tables
+
+
+def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
+    """A worker app for ``settings``; raises ``ProgramError`` on an invalid program file."""
+    program = load_program(settings.program_path)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE_BYTES + 65536,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        autodiscover=False,
+    )
+    topics = declare_topics(app, settings)
+    tables = define_tables(app, settings)
+    transactions.register(app, TransactionProcessor(settings, program, topics, tables, clock))
+    web.register(app)
+    return app

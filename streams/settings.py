@@ -1,0 +1,92 @@
+"""Every setting of the engine, read once from environment variables.
+
+Tests and tools build :class:`Settings` directly; only :func:`from_env` reads the
+environment. Each field's docstring names its variable and default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PROGRAM = REPO_ROOT / "program" / "default.toml"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Kafka topic names: the public contract. Each can be renamed per deployment."""
+
+    transactions: str = "loyalty.transactions"
+    """``LOYALTY_TOPIC_TRANSACTIONS``: POS fuel transactions (input)."""
+    members: str = "loyalty.members"
+    """``LOYALTY_TOPIC_MEMBERS``: member events (input)."""
+    ledger: str = "loyalty.ledger"
+    """``LOYALTY_TOPIC_LEDGER``: one entry per balance change (output)."""
+    rewards: str = "loyalty.rewards"
+    """``LOYALTY_TOPIC_REWARDS``: what each input event earned (output)."""
+    notifications: str = "loyalty.notifications"
+    """``LOYALTY_TOPIC_NOTIFICATIONS``: messages for notification services (output)."""
+    deadletter: str = "loyalty.deadletter"
+    """``LOYALTY_TOPIC_DEADLETTER``: rejected input with its reason and original bytes."""
+    rekeyed: str = "loyalty.transactions.rekeyed"
+    """``LOYALTY_TOPIC_REKEYED``: internal; transactions forwarded to their member's partition."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Worker settings. Build with :func:`from_env` in production, directly in tests."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """``LOYALTY_KAFKA_BOOTSTRAP``: Kafka bootstrap servers, comma-separated host:port."""
+    data_dir: Path = Path(".local/state")
+    """``LOYALTY_DATA_DIR``: directory of the worker's RocksDB table state."""
+    web_port: int = 6066
+    """``LOYALTY_WEB_PORT``: HTTP port of the worker (``/metrics``, health)."""
+    web_host: str = "127.0.0.1"
+    """``LOYALTY_WEB_HOST``: interface the worker's HTTP server binds."""
+    program_path: Path = DEFAULT_PROGRAM
+    """``LOYALTY_PROGRAM``: path of the loyalty program file (TOML)."""
+    app_id: str = "loyalty-stream"
+    """``LOYALTY_APP_ID``: Kafka consumer group and prefix of the changelog topics."""
+    partitions: int = 8
+    """``LOYALTY_PARTITIONS``: partitions of every topic the engine creates."""
+    replication_factor: int = 1
+    """``LOYALTY_REPLICATION_FACTOR``: replication factor of the topics the engine creates."""
+    max_event_bytes: int = 65536
+    """``LOYALTY_MAX_EVENT_BYTES``: larger input values go to the dead-letter topic."""
+    log_level: str = "warn"
+    """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
+    topics: TopicNames = field(default_factory=TopicNames)
+
+
+def _topic_names(env: dict[str, str]) -> TopicNames:
+    defaults = TopicNames()
+    return TopicNames(
+        **{
+            name: env.get(f"LOYALTY_TOPIC_{name.upper()}", getattr(defaults, name))
+            for name in TopicNames.__dataclass_fields__
+        }
+    )
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default: ``os.environ``); unset variables keep defaults."""
+    env = dict(os.environ if env is None else env)
+    defaults = Settings()
+    return Settings(
+        kafka_bootstrap=env.get("LOYALTY_KAFKA_BOOTSTRAP", defaults.kafka_bootstrap),
+        data_dir=Path(env.get("LOYALTY_DATA_DIR", str(defaults.data_dir))),
+        web_port=int(env.get("LOYALTY_WEB_PORT", defaults.web_port)),
+        web_host=env.get("LOYALTY_WEB_HOST", defaults.web_host),
+        program_path=Path(env.get("LOYALTY_PROGRAM", str(defaults.program_path))),
+        app_id=env.get("LOYALTY_APP_ID", defaults.app_id),
+        partitions=int(env.get("LOYALTY_PARTITIONS", defaults.partitions)),
+        replication_factor=int(
+            env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)
+        ),
+        max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
+        log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
+        topics=_topic_names(env),
+    )

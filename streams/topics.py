@@ -1,0 +1,112 @@
+"""Every Kafka topic of the engine, in one place: the topology's edges.
+
+Values and keys travel as raw bytes: the engine parses each value exactly once with orjson
+and serialises each output once, instead of going through Faust's model codecs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import TopicT
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+# Dead letters carry the original value base64-encoded (4/3 of its size), and the
+# contract says a 1 MB input must still reach the dead-letter topic intact.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Topics:
+    transactions: TopicT
+    """POS transactions, as published by stations, and those forwarded to their owner."""
+    ledger: TopicT
+    rewards: TopicT
+    notifications: TopicT
+    deadletter: TopicT
+    rekeyed: TopicT
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    """The engine's topics on ``app``."""
+    names = settings.topics
+
+    def raw(*topic_names: str) -> TopicT:
+        return app.topic(
+            *topic_names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    return Topics(
+        transactions=raw(names.transactions, names.rekeyed),
+        ledger=raw(names.ledger),
+        rewards=raw(names.rewards),
+        notifications=raw(names.notifications),
+        deadletter=raw(names.deadletter),
+        rekeyed=raw(names.rekeyed),
+    )
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic whose partition count breaks co-partitioning."""
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create the engine's topics that do not exist yet; return the names created.
+
+    Topics feeding the member tables must have exactly ``settings.partitions`` partitions
+    (their partitions map one to one onto the table changelog partitions).
+    """
+    names = settings.topics
+    co_partitioned = {names.transactions, names.members, names.rekeyed}
+    wanted = [
+        names.transactions,
+        names.members,
+        names.rekeyed,
+        names.ledger,
+        names.rewards,
+        names.notifications,
+        names.deadletter,
+    ]
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id=f"{settings.app_id}-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        present = set(admin.list_topics())
+        existing = {
+            item["name"]: len(item["partitions"])
+            for item in admin.describe_topics([name for name in wanted if name in present])
+        }
+        for name in sorted(co_partitioned & existing.keys()):
+            if existing[name] != settings.partitions:
+                raise TopicLayoutError(
+                    f"topic {name!r} has {existing[name]} partitions but LOYALTY_PARTITIONS is "
+                    f"{settings.partitions}; they must be equal for members to stay co-partitioned"
+                )
+        created = []
+        for name in (name for name in wanted if name not in existing):
+            topic = NewTopic(
+                name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+            )
+            try:
+                admin.create_topics([topic])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another worker created it first
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,34 @@
+"""Every table of the engine, in one place: what the engine remembers.
+
+Tables are changelog-backed and stored in RocksDB; their values are compact byte records
+(``schemas.state``) encoded and decoded by the pure code, not by Faust's codecs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import TableT
+
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Tables:
+    member_to_state: TableT
+    """member_id (UTF-8) -> encoded ``schemas.state.MemberState``."""
+
+
+def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
+    table = app.Table(name, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    # Faust derives a table's codecs from its types and picks JSON for ``bytes``; the
+    # store and the changelog topic are created lazily from these attributes, so setting
+    # them here makes both carry the bytes unchanged.
+    table.key_serializer = "raw"
+    table.value_serializer = "raw"
+    return table
+
+
+def define_tables(app: faust.App, settings: Settings) -> Tables:
+    return Tables(member_to_state=_raw_table(app, "member_to_state", settings))
