@@ -40,6 +40,6 @@ async def send_dead_letter(
     topic: TopicT, message: Any, reason: str, text: str, now_ms: int
 ) -> None:
     record = dead_letter(message, reason, text, now_ms)
-    await topic.send(key=message.key, value=orjson.dumps(record))
+    await topic.send(key=message.key, value=orjson.dumps(record), force=True)
     metrics.DEADLETTERS.labels(reason).inc()
     metrics.EVENTS.labels(message.topic, "deadlettered").inc()

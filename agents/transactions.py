@@ -1,8 +1,12 @@
 """The transaction agent: decode, route to the owning partition, apply, emit.
 
-At-least-once: the table write and the outputs of a message happen before its offset is
-committed; a redelivered message finds its transaction already applied and re-emits the
-same outputs (same ids), so nothing is lost and nothing is credited twice.
+At-least-once: the table write and the outputs of a message are handed to the producer
+before its offset can be committed (Faust flushes the producer before every commit); a
+redelivered message finds its transaction already applied and re-emits the same outputs
+(same ids), so nothing is lost and nothing is credited twice.
+
+Outputs are sent with ``force=True``: Faust would otherwise hold them back until the next
+offset commit (up to ``broker_commit_interval``, seconds), which the latency target forbids.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ class TransactionProcessor:
         member_key = transaction.member_id.encode()
         owner = owner_partition(member_key, self.settings.partitions)
         if message.partition != owner and message.topic != self.rekeyed_topic:
-            await self.topics.rekeyed.send(key=member_key, value=message.value, partition=owner)
+            await self.topics.rekeyed.send(
+                key=member_key, value=message.value, partition=owner, force=True
+            )
             metrics.EVENTS.labels(message.topic, "rerouted").inc()
             return
 
@@ -84,10 +90,14 @@ class TransactionProcessor:
             self.member_to_state[member_key] = encode_state(new_state)
         outputs = render_outputs(transaction, outcome.applied, self.program)
         for entry in outputs.ledger:
-            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry))
-        await self.topics.rewards.send(key=member_key, value=orjson.dumps(outputs.reward))
+            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry), force=True)
+        await self.topics.rewards.send(
+            key=member_key, value=orjson.dumps(outputs.reward), force=True
+        )
         for notification in outputs.notifications:
-            await self.topics.notifications.send(key=member_key, value=orjson.dumps(notification))
+            await self.topics.notifications.send(
+                key=member_key, value=orjson.dumps(notification), force=True
+            )
 
         if outcome.duplicate:
             metrics.EVENTS.labels(message.topic, "duplicate").inc()

@@ -124,7 +124,9 @@ def decode_transaction(value: bytes | None, max_bytes: int) -> Transaction:
     if amount < 0:
         raise InvalidEvent(OUT_OF_RANGE, "field 'amount' must be >= 0")
     original = _identifier(obj, "original_transaction_id", required=kind != SALE)
-    coupon_codes = obj.get("coupon_codes") or []
+    coupon_codes = obj.get("coupon_codes")
+    if coupon_codes is None:
+        coupon_codes = []
     if not isinstance(coupon_codes, list) or not all(
         isinstance(code, str) and code for code in coupon_codes
     ):

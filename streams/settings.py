@@ -56,6 +56,9 @@ class Settings:
     """``LOYALTY_REPLICATION_FACTOR``: replication factor of the topics the engine creates."""
     max_event_bytes: int = 65536
     """``LOYALTY_MAX_EVENT_BYTES``: larger input values go to the dead-letter topic."""
+    session_timeout_s: float = 10.0
+    """``LOYALTY_SESSION_TIMEOUT_S``: a worker silent this long is considered dead and its
+    partitions move to the others (Kafka's group session timeout)."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     topics: TopicNames = field(default_factory=TopicNames)
@@ -87,6 +90,29 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
             env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)
         ),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
+        session_timeout_s=float(
+            env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)
+        ),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
     )
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that make :func:`from_env` return ``settings``."""
+    env = {
+        "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LOYALTY_DATA_DIR": str(settings.data_dir),
+        "LOYALTY_WEB_PORT": str(settings.web_port),
+        "LOYALTY_WEB_HOST": settings.web_host,
+        "LOYALTY_PROGRAM": str(settings.program_path),
+        "LOYALTY_APP_ID": settings.app_id,
+        "LOYALTY_PARTITIONS": str(settings.partitions),
+        "LOYALTY_REPLICATION_FACTOR": str(settings.replication_factor),
+        "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+        "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "LOYALTY_LOG_LEVEL": settings.log_level,
+    }
+    for name in TopicNames.__dataclass_fields__:
+        env[f"LOYALTY_TOPIC_{name.upper()}"] = getattr(settings.topics, name)
+    return env

@@ -1,0 +1,94 @@
+"""Helpers of the integration tests: isolated settings, a producer, a topic reader."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from localkafka.broker import free_port
+from streams.settings import Settings, TopicNames
+
+
+def isolated_settings(bootstrap: str, tmp_path: Path, partitions: int = 4) -> Settings:
+    """Settings whose topics, consumer group and state belong to one test only."""
+    run = f"t{uuid.uuid4().hex[:8]}"
+    defaults = TopicNames()
+    topics = TopicNames(
+        **{name: f"{run}.{getattr(defaults, name)}" for name in TopicNames.__dataclass_fields__}
+    )
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        data_dir=tmp_path / "state",
+        web_port=free_port(),
+        app_id=f"loyalty-{run}",
+        partitions=partitions,
+        topics=topics,
+        log_level="info",
+    )
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Send (key, value) pairs with the default (murmur2) partitioner; return the count."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    count = 0
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+class TopicReader:
+    """Reads topics from the beginning and keeps every record, in partition order."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.consumer = KafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self.records: dict[str, list[Any]] = {topic: [] for topic in topics}
+
+    def poll(self) -> None:
+        for batch in self.consumer.poll(timeout_ms=200).values():
+            for record in batch:
+                self.records[record.topic].append(record)
+
+    def values(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(record.value) for record in self.records[topic]]
+
+    def wait_for(
+        self, condition: Callable[[TopicReader], bool], timeout: float, what: str
+    ) -> None:
+        """Poll until ``condition(self)`` holds; fail with ``what`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not condition(self):
+            if time.monotonic() > deadline:
+                counts = {topic: len(items) for topic, items in self.records.items()}
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; {counts}")
+            self.poll()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def distinct(values: list[dict[str, Any]], id_field: str) -> list[dict[str, Any]]:
+    """First occurrence of every id, in order (what an idempotent consumer keeps)."""
+    seen: set[str] = set()
+    kept = []
+    for value in values:
+        if value[id_field] not in seen:
+            seen.add(value[id_field])
+            kept.append(value)
+    return kept

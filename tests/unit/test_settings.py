@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from streams.settings import Settings, from_env, to_env
+
+
+def test_defaults_without_environment():
+    settings = from_env({})
+    assert settings == Settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.topics.transactions == "loyalty.transactions"
+    assert settings.topics.deadletter == "loyalty.deadletter"
+
+
+def test_every_documented_variable_is_read():
+    settings = from_env(
+        {
+            "LOYALTY_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "LOYALTY_DATA_DIR": "/var/lib/loyalty",
+            "LOYALTY_WEB_PORT": "7000",
+            "LOYALTY_PROGRAM": "/etc/loyalty/program.toml",
+            "LOYALTY_PARTITIONS": "16",
+            "LOYALTY_TOPIC_LEDGER": "acme.ledger",
+        }
+    )
+    assert settings.kafka_bootstrap == "k1:9092,k2:9092"
+    assert settings.data_dir == Path("/var/lib/loyalty")
+    assert settings.web_port == 7000
+    assert settings.program_path == Path("/etc/loyalty/program.toml")
+    assert settings.partitions == 16
+    assert settings.topics.ledger == "acme.ledger"
+    assert settings.topics.rewards == "loyalty.rewards"
+
+
+def test_to_env_round_trips():
+    settings = Settings(
+        kafka_bootstrap="k:1", data_dir=Path("/d"), web_port=1, partitions=3, app_id="x"
+    )
+    assert from_env(to_env(settings)) == settings
