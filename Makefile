@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo clean
 
 install: $(STAMP)
 	$(BIN)/loyalty kafka install
@@ -18,14 +18,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy streams agents tables schemas localkafka cli demo
 	$(BIN)/pytest
 
 demo: install
 	$(BIN)/loyalty demo
-
-lint: install
-	$(BIN)/ruff check .
-	$(BIN)/mypy streams agents tables schemas localkafka cli demo
 
 clean:
 	rm -rf $(VENV) .local

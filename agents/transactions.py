@@ -68,7 +68,9 @@ class TransactionProcessor:
         except RejectedTransaction as error:
             await self._reject(message, error.reason, error.message, now_ms)
         except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
-            await self._reject(message, PROCESSING_ERROR, f"{type(error).__name__}: {error}", now_ms)
+            await self._reject(
+                message, PROCESSING_ERROR, f"{type(error).__name__}: {error}", now_ms
+            )
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         if message.timestamp:
             metrics.LATENCY_SECONDS.observe(max(0.0, time.time() - message.timestamp))

@@ -103,7 +103,9 @@ def parse_timestamp(value: Any, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(INVALID_TIMESTAMP, f"field '{name}' is not ISO-8601: {value!r}") from None
+        raise InvalidEvent(
+            INVALID_TIMESTAMP, f"field '{name}' is not ISO-8601: {value!r}"
+        ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidEvent(NAIVE_TIMESTAMP, f"field '{name}' has no UTC offset: {value!r}")
     return parsed

@@ -122,9 +122,7 @@ def render_outputs(
     return Outputs(ledger=ledger, reward=reward, notifications=notifications)
 
 
-def _breakdown(
-    sale: Transaction, applied: AppliedTransaction, program: Program
-) -> Breakdown:
+def _breakdown(sale: Transaction, applied: AppliedTransaction, program: Program) -> Breakdown:
     earned = fuel_points(sale.liters, program.fuel_points)
     return Breakdown(
         liters=float(sale.liters),
@@ -132,5 +130,7 @@ def _breakdown(
         base_points=earned.base_points,
         multipliers=[Multiplier(name, float(factor)) for name, factor in earned.multipliers],
         fuel_points=sum(delta for reason, delta in applied.entries if reason == FUEL_POINTS),
-        bonuses=[Bonus(reason, delta) for reason, delta in applied.entries if reason != FUEL_POINTS],
+        bonuses=[
+            Bonus(reason, delta) for reason, delta in applied.entries if reason != FUEL_POINTS
+        ],
     )

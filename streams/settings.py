@@ -86,13 +86,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         program_path=Path(env.get("LOYALTY_PROGRAM", str(defaults.program_path))),
         app_id=env.get("LOYALTY_APP_ID", defaults.app_id),
         partitions=int(env.get("LOYALTY_PARTITIONS", defaults.partitions)),
-        replication_factor=int(
-            env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)
-        ),
+        replication_factor=int(env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
-        session_timeout_s=float(
-            env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)
-        ),
+        session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
     )

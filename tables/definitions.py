@@ -25,8 +25,8 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
     # Faust derives a table's codecs from its types and picks JSON for ``bytes``; the
     # store and the changelog topic are created lazily from these attributes, so setting
     # them here makes both carry the bytes unchanged.
-    table.key_serializer = "raw"
-    table.value_serializer = "raw"
+    table.key_serializer = "raw"  # type: ignore[attr-defined]
+    table.value_serializer = "raw"  # type: ignore[attr-defined]
     return table
 
 

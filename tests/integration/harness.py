@@ -68,9 +68,7 @@ class TopicReader:
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(record.value) for record in self.records[topic]]
 
-    def wait_for(
-        self, condition: Callable[[TopicReader], bool], timeout: float, what: str
-    ) -> None:
+    def wait_for(self, condition: Callable[[TopicReader], bool], timeout: float, what: str) -> None:
         """Poll until ``condition(self)`` holds; fail with ``what`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while not condition(self):

@@ -91,8 +91,10 @@ def check_outputs(reader: TopicReader, settings, transactions: list[dict]) -> No
     balances, entry_count = expectations(transactions)
     topics = settings.topics
     reader.wait_for(
-        lambda r: len(distinct(r.values(topics.rewards), "reward_id")) >= TRANSACTIONS
-        and len(distinct(r.values(topics.ledger), "entry_id")) >= entry_count,
+        lambda r: (
+            len(distinct(r.values(topics.rewards), "reward_id")) >= TRANSACTIONS
+            and len(distinct(r.values(topics.ledger), "entry_id")) >= entry_count
+        ),
         timeout=120,
         what="a reward for every transaction and every ledger entry",
     )

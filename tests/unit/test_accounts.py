@@ -83,7 +83,9 @@ def test_refund_of_an_unknown_sale_is_rejected():
 
 
 def test_transactions_outside_the_window_are_forgotten_and_stale_ones_rejected():
-    state = apply_all(transaction("a", "20"), transaction("b", "20", days=PROGRAM.refund_window_days + 1))
+    state = apply_all(
+        transaction("a", "20"), transaction("b", "20", days=PROGRAM.refund_window_days + 1)
+    )
     assert set(state.applied) == {"b"}
     with pytest.raises(RejectedTransaction) as error:
         apply_transaction(state, transaction("a", "20"), PROGRAM, NOW_MS)

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -38,7 +38,7 @@ def test_valid_sale_with_defaults_and_extra_fields():
 
 def test_zulu_timestamp_is_utc():
     transaction = decode(sale(occurred_at="2026-11-01T07:30:00Z"))
-    assert transaction.occurred_at.tzinfo == timezone.utc
+    assert transaction.occurred_at.tzinfo == UTC
 
 
 def test_refund_carries_its_original():

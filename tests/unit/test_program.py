@@ -28,10 +28,25 @@ def test_default_program_has_the_documented_numbers():
     [
         ("points = 100", "points = -5", "welcome_bonus.points", "must be >= 0"),
         ("points = 100", "points = 'lots'", "welcome_bonus.points", "must be an integer"),
-        ("volume_multiplier = 2", "volume_multiplier = 0.5", "fuel_points.volume_multiplier", ">= 1"),
+        (
+            "volume_multiplier = 2",
+            "volume_multiplier = 0.5",
+            "fuel_points.volume_multiplier",
+            ">= 1",
+        ),
         ('timezone = "Europe/Madrid"', 'timezone = "Mars/Base"', "timezone", "unknown time zone"),
-        ("points_per_liter = 1", "points_per_litre = 1", "fuel_points.points_per_liter", "required"),
-        ("window_days = 90", "window_days = 90\nwindow_hours = 3", "refunds.window_hours", "not a known"),
+        (
+            "points_per_liter = 1",
+            "points_per_litre = 1",
+            "fuel_points.points_per_liter",
+            "required",
+        ),
+        (
+            "window_days = 90",
+            "window_days = 90\nwindow_hours = 3",
+            "refunds.window_hours",
+            "not a known",
+        ),
     ],
 )
 def test_invalid_program_names_file_field_and_reason(tmp_path, old, new, field, reason):

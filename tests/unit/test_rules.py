@@ -37,7 +37,10 @@ def test_decimal_liters_do_not_lose_points_to_binary_rounding():
 
 
 def test_full_refund_reverses_everything_credited():
-    assert reversal_points(141, Decimal("20.5"), Decimal(0), Decimal("20.5")) == (141, Decimal("20.5"))
+    assert reversal_points(141, Decimal("20.5"), Decimal(0), Decimal("20.5")) == (
+        141,
+        Decimal("20.5"),
+    )
 
 
 def test_partial_refunds_add_up_to_one_full_refund():

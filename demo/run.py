@@ -1,0 +1,131 @@
+"""``loyalty demo``: a local broker, a worker and a POS simulator, with rewards printed live.
+
+Everything runs on this machine: the broker from ``localkafka``, the worker as a child
+process (``loyalty worker``), and this process as both the POS (producer) and a downstream
+service (consumer of ``loyalty.rewards`` and ``loyalty.deadletter``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from demo.pos import PosSimulator
+from demo.worker_process import WorkerProcess
+from localkafka import broker
+from streams.settings import from_env
+from streams.topics import ensure_topics
+
+LOCAL = Path(".local")
+
+
+def _describe(reward: dict, latency_ms: float | None) -> str:
+    parts = []
+    breakdown = reward.get("breakdown") or {}
+    if breakdown:
+        multipliers = "".join(f" x{m['factor']:g} {m['name']}" for m in breakdown["multipliers"])
+        parts.append(f"+{breakdown['fuel_points']} fuel ({breakdown['liters']:g} L{multipliers})")
+        parts += [f"+{bonus['points']} {bonus['reason']}" for bonus in breakdown["bonuses"]]
+    else:
+        parts.append(f"{reward['points']:+d} {reward['source_type']}")
+    latency = "" if latency_ms is None else f"  [{latency_ms:5.0f} ms]"
+    return (
+        f"{reward['processed_at'][11:23]}  {reward['member_id']:<14} {reward['station_id']:<12}"
+        f" {'  '.join(parts):<46} balance {reward['balance_after']:>6}{latency}"
+    )
+
+
+def _latency_summary(latencies_ms: list[float]) -> str:
+    ordered = sorted(latencies_ms)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return (
+        f"\n{len(ordered)} rewards; POS send -> reward received: p50 {quantile(0.5):.0f} ms, "
+        f"p95 {quantile(0.95):.0f} ms, max {ordered[-1]:.0f} ms"
+    )
+
+
+def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
+    """Run until Ctrl-C (or ``duration`` seconds); return the exit code."""
+    kafka_dir = LOCAL / "kafka"
+    was_running = broker.status(kafka_dir).running
+    print("Starting the local Kafka broker..." if not was_running else "Kafka already running.")
+    started = time.monotonic()
+    status = broker.start(port=port, data_dir=kafka_dir)
+    print(f"Kafka ready at {status.bootstrap} ({time.monotonic() - started:.1f} s)")
+
+    settings = replace(
+        from_env(),
+        kafka_bootstrap=status.bootstrap or f"127.0.0.1:{port}",
+        data_dir=LOCAL / "demo-state",
+        log_level="warn",
+    )
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, LOCAL / "demo-worker.log").start()
+    print(
+        f"Worker starting (log: {worker.log_path}, metrics: "
+        f"http://{settings.web_host}:{settings.web_port}/metrics)"
+    )
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
+    consumer = KafkaConsumer(
+        settings.topics.rewards,
+        settings.topics.deadletter,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
+    consumer.poll(timeout_ms=1000)  # join the topics before the first sale is sent
+    simulator = PosSimulator(seed=int(time.time()))
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    interval = 1.0 / rate
+    next_send = time.monotonic()
+    end = time.monotonic() + duration if duration > 0 else float("inf")
+    print(f"POS simulator sending {rate:g} sales/s. Ctrl-C to stop.\n")
+    try:
+        while time.monotonic() < end:
+            if not worker.alive:
+                print(f"worker exited:\n{worker.log_tail()}")
+                return 1
+            now = time.monotonic()
+            if now >= next_send:
+                sale = simulator.transaction(datetime.now(UTC))
+                sent_at[str(sale["transaction_id"])] = time.time()
+                producer.send(
+                    settings.topics.transactions,
+                    key=str(sale["member_id"]).encode(),
+                    value=orjson.dumps(sale),
+                )
+                producer.flush()
+                next_send += interval
+            timeout_ms = max(1, int((next_send - time.monotonic()) * 1000))
+            for batch in consumer.poll(timeout_ms=timeout_ms).values():
+                for record in batch:
+                    event = orjson.loads(record.value)
+                    if record.topic == settings.topics.deadletter:
+                        print(f"DEAD LETTER {event['reason']}: {event['message']}")
+                        continue
+                    sent = sent_at.pop(event["source_event_id"], None)
+                    latency = None if sent is None else (time.time() - sent) * 1000
+                    if latency is not None:
+                        latencies.append(latency)
+                    print(_describe(event, latency))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if latencies:
+            print(_latency_summary(latencies))
+        producer.close()
+        consumer.close()
+        worker.stop()
+        if not was_running:
+            broker.stop(kafka_dir)
+    return 0
