@@ -6,6 +6,7 @@ import faust
 
 from agents import transactions, web
 from agents.transactions import Clock, TransactionProcessor, wall_clock_ms
+from streams import faust_patches
 from streams.program import load_program
 from streams.settings import Settings
 from streams.topics import MAX_MESSAGE_BYTES, declare_topics
@@ -15,6 +16,7 @@ from tables.definitions import define_tables
 def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     """A worker app for ``settings``; raises ``ProgramError`` on an invalid program file."""
     program = load_program(settings.program_path)
+    faust_patches.apply()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
