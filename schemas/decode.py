@@ -6,13 +6,13 @@ the public contract: it is the ``reason`` of the dead letter) and a human-readab
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from schemas.events import SALE, TRANSACTION_TYPES, Transaction
+from schemas.events import MEMBER_EVENT_TYPES, SALE, TRANSACTION_TYPES, MemberEvent, Transaction
 
 # Dead-letter reasons produced here.
 TOO_LARGE = "too_large"
@@ -145,4 +145,68 @@ def decode_transaction(value: bytes | None, max_bytes: int) -> Transaction:
         currency=_text(obj, "currency", default="EUR"),
         original_transaction_id=original,
         coupon_codes=tuple(coupon_codes),
+    )
+
+
+MAX_LOCALE_LENGTH = 16
+MAX_CONTACT_LENGTH = 254
+
+
+def _optional_text(obj: dict[str, Any], name: str, max_length: int) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be at most {max_length} characters")
+    return value
+
+
+def _birth_date(obj: dict[str, Any]) -> date | None:
+    value = obj.get("birth_date")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 10:
+        raise InvalidEvent(INVALID_TYPE, "field 'birth_date' must be a YYYY-MM-DD string")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(INVALID_VALUE, f"field 'birth_date' is not a date: {value!r}") from None
+
+
+def _marketing_consent(obj: dict[str, Any]) -> bool | None:
+    consents = obj.get("consents")
+    if consents is None:
+        return None
+    if not isinstance(consents, dict):
+        raise InvalidEvent(INVALID_TYPE, "field 'consents' must be an object")
+    marketing = consents.get("marketing")
+    if marketing is not None and not isinstance(marketing, bool):
+        raise InvalidEvent(INVALID_TYPE, "field 'consents.marketing' must be true or false")
+    return marketing
+
+
+def decode_member_event(value: bytes | None, max_bytes: int) -> MemberEvent:
+    """Decode and validate one member event. Unknown extra fields are ignored."""
+    obj = load_object(value, max_bytes)
+    event_id = _identifier(obj, "event_id")
+    member_id = _identifier(obj, "member_id")
+    kind = _require(obj, "type")
+    if kind not in MEMBER_EVENT_TYPES:
+        raise InvalidEvent(INVALID_VALUE, f"field 'type' must be one of {MEMBER_EVENT_TYPES}")
+    email = _optional_text(obj, "email", MAX_CONTACT_LENGTH)
+    if email is not None and "@" not in email:
+        raise InvalidEvent(INVALID_VALUE, "field 'email' is not an e-mail address")
+    return MemberEvent(
+        event_id=event_id,  # type: ignore[arg-type]
+        member_id=member_id,  # type: ignore[arg-type]
+        type=kind,
+        occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
+        birth_date=_birth_date(obj),
+        locale=_optional_text(obj, "locale", MAX_LOCALE_LENGTH),
+        referral_code=_optional_text(obj, "referral_code", MAX_ID_LENGTH),
+        marketing_consent=_marketing_consent(obj),
+        email=email,
+        phone=_optional_text(obj, "phone", 32),
     )

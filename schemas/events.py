@@ -7,7 +7,7 @@ Values are UTF-8 JSON objects; the Kafka key is the ``member_id``. The JSON Sche
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 SALE = "sale"
@@ -32,3 +32,29 @@ class Transaction:
     currency: str = "EUR"
     original_transaction_id: str | None = None
     coupon_codes: tuple[str, ...] = ()
+
+
+SIGNUP = "signup"
+PROFILE_UPDATED = "profile_updated"
+NEWSLETTER_SUBSCRIBED = "newsletter_subscribed"
+CONSENTS_CHANGED = "consents_changed"
+ERASE = "erase"
+MEMBER_EVENT_TYPES = (SIGNUP, PROFILE_UPDATED, NEWSLETTER_SUBSCRIBED, CONSENTS_CHANGED, ERASE)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """One member event (topic ``loyalty.members``). Absent optional fields stay unchanged."""
+
+    event_id: str
+    member_id: str
+    type: str
+    occurred_at: datetime
+    birth_date: date | None = None
+    locale: str | None = None
+    referral_code: str | None = None
+    """The code a new member typed at signup."""
+    marketing_consent: bool | None = None
+    """``consents.marketing`` when present."""
+    email: str | None = None
+    phone: str | None = None

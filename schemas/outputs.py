@@ -14,6 +14,8 @@ from typing import Any
 FUEL_POINTS = "fuel_points"
 WELCOME_BONUS = "welcome_bonus"
 REFUND_REVERSAL = "refund_reversal"
+COUPON_BONUS = "coupon_bonus"
+MISSION_BONUS = "mission_bonus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,8 @@ class RewardEvent:
     member_id: str
     source_event_id: str
     source_type: str
-    """``sale`` or ``refund``."""
-    station_id: str
+    """``sale``, ``refund``, or the member event type (``signup``, ...)."""
+    station_id: str | None
     occurred_at: str
     processed_at: str
     program_version: str
@@ -79,6 +81,17 @@ class RewardEvent:
     """Earning details of a sale."""
     reversal: dict[str, Any] | None = None
     """Details of a refund: original transaction, refunded and original litres."""
+    tier: str | None = None
+    """Tier whose multiplier the sale's fuel points used (the tier held before it)."""
+    tier_change: dict[str, str] | None = None
+    """``{"from": ..., "to": ...}`` when this event changed the member's tier."""
+    coupons: list[dict[str, Any]] | None = None
+    """Each code presented on a sale: ``code``, ``status`` (``redeemed``, ``unknown_coupon``,
+    ``expired_coupon``, ``coupon_used``, ``not_owner``), and ``benefit``/``value`` if redeemed."""
+    missions: list[str] | None = None
+    """Missions this sale completed."""
+    coupon_issued: dict[str, Any] | None = None
+    """A coupon this event issued: ``code``, ``benefit``, ``value``, ``expires_at``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,9 @@ class Notification:
     locale: str
     occurred_at: str
     data: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
+    """Rendered in ``locale`` from the program's templates."""
+    body: str = ""
 
 
 @dataclass(frozen=True, slots=True)

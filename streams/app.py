@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import faust
 
-from agents import transactions, web
-from agents.transactions import Clock, TransactionProcessor, wall_clock_ms
+from agents import accounts, web
+from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
 from streams.program import load_program
 from streams.settings import Settings
@@ -37,6 +37,6 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     )
     topics = declare_topics(app, settings)
     tables = define_tables(app, settings)
-    transactions.register(app, TransactionProcessor(settings, program, topics, tables, clock))
+    accounts.register(app, AccountProcessor(settings, program, topics, tables, clock))
     web.register(app)
     return app

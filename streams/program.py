@@ -33,6 +33,42 @@ class FuelPointsRule:
 
 
 @dataclass(frozen=True)
+class Tier:
+    name: str
+    min_points: int
+    """Points earned in the trailing window needed to hold the tier."""
+    multiplier: Decimal
+    """Applied to fuel points."""
+
+
+@dataclass(frozen=True)
+class Mission:
+    id: str
+    sales: int
+    """Sales needed within the trailing window (the current sale included)."""
+    window_days: int
+    min_liters: Decimal
+    """Only sales of at least this many litres count."""
+    bonus_points: int
+    cooldown_days: int
+    """At most one award per this many days."""
+
+
+@dataclass(frozen=True)
+class CouponOffer:
+    benefit: str
+    """``bonus_points`` (credited by the engine) or ``discount_percent`` (applied by the POS)."""
+    value: int
+    valid_days: int
+
+
+@dataclass(frozen=True)
+class Template:
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Program:
     version: str
     timezone: str
@@ -40,6 +76,15 @@ class Program:
     fuel_points: FuelPointsRule
     welcome_bonus_points: int
     refund_window_days: int
+    tier_window_days: int = 365
+    tiers: tuple[Tier, ...] = (Tier("bronze", 0, Decimal(1)),)
+    """Ascending by ``min_points``; the first has ``min_points = 0``."""
+    missions: tuple[Mission, ...] = ()
+    newsletter_coupon: CouponOffer | None = None
+    marketing_kinds: frozenset[str] = frozenset()
+    """Notification kinds sent only to members with marketing consent."""
+    templates: dict[str, dict[str, Template]] | None = None
+    """kind -> locale -> template; ``en`` is the fallback locale."""
 
 
 class _Reader:
@@ -82,6 +127,12 @@ class _Reader:
             raise self._fail(name, f"must be {bound} {minimum}, got {value}")
         return number
 
+    def strings(self, name: str) -> list[str]:
+        value = self._get(name)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self._fail(name, "must be an array of strings")
+        return value
+
     def integer(self, name: str, minimum: int) -> int:
         value = self._get(name)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -89,6 +140,17 @@ class _Reader:
         if value < minimum:
             raise self._fail(name, f"must be >= {minimum}, got {value}")
         return value
+
+    def tables(self, name: str) -> list[_Reader]:
+        value = self._get(name)
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self._fail(name, "must be an array of tables ([[...]])")
+        return [
+            _Reader(item, self.source, f"{self.prefix}{name}[{i}].") for i, item in enumerate(value)
+        ]
+
+    def optional(self, name: str) -> bool:
+        return name in self.data
 
     def done(self) -> None:
         """Reject unknown fields: a typo must not silently fall back to a default."""
@@ -124,6 +186,64 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     refund_window_days = refunds.integer("window_days", 1)
     refunds.done()
 
+    tiers_section = root.section("tiers")
+    tier_window_days = tiers_section.integer("window_days", 1)
+    tiers = []
+    for level in tiers_section.tables("levels"):
+        tiers.append(
+            Tier(
+                name=level.text("name"),
+                min_points=level.integer("min_points", 0),
+                multiplier=level.number("multiplier", Decimal(1)),
+            )
+        )
+        level.done()
+    tiers_section.done()
+    if not tiers or tiers[0].min_points != 0:
+        raise ProgramError(source, "tiers.levels", "the first tier must have min_points = 0")
+    if any(a.min_points >= b.min_points for a, b in zip(tiers, tiers[1:], strict=False)):
+        raise ProgramError(source, "tiers.levels", "min_points must strictly increase")
+
+    missions = []
+    for entry in root.tables("missions") if root.optional("missions") else []:
+        mission = Mission(
+            id=entry.text("id"),
+            sales=entry.integer("sales", 1),
+            window_days=entry.integer("window_days", 1),
+            min_liters=entry.number("min_liters", Decimal(0)),
+            bonus_points=entry.integer("bonus_points", 0),
+            cooldown_days=entry.integer("cooldown_days", 0),
+        )
+        if mission.window_days > refund_window_days:
+            raise ProgramError(
+                source,
+                f"{entry.prefix}window_days",
+                f"must be <= refunds.window_days ({refund_window_days}): sales are "
+                "remembered only that long",
+            )
+        entry.done()
+        missions.append(mission)
+
+    coupons = root.section("coupons")
+    newsletter = coupons.section("newsletter")
+    benefit = newsletter.text("benefit")
+    if benefit not in ("bonus_points", "discount_percent"):
+        raise ProgramError(
+            source, "coupons.newsletter.benefit", "must be bonus_points or discount_percent"
+        )
+    newsletter_coupon = CouponOffer(
+        benefit=benefit,
+        value=newsletter.integer("value", 1),
+        valid_days=newsletter.integer("valid_days", 1),
+    )
+    newsletter.done()
+    coupons.done()
+
+    notifications = root.section("notifications")
+    marketing_kinds = frozenset(notifications.strings("marketing_kinds"))
+    templates = _load_templates(notifications, source)
+    notifications.done()
+
     root.done()
     return Program(
         version=version,
@@ -132,7 +252,33 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         fuel_points=fuel_points,
         welcome_bonus_points=welcome_bonus_points,
         refund_window_days=refund_window_days,
+        tier_window_days=tier_window_days,
+        tiers=tuple(tiers),
+        missions=tuple(missions),
+        newsletter_coupon=newsletter_coupon,
+        marketing_kinds=marketing_kinds,
+        templates=templates,
     )
+
+
+def _load_templates(notifications: _Reader, source: str) -> dict[str, dict[str, Template]]:
+    """``[notifications.templates.<kind>.<locale>]`` tables with ``title`` and ``body``."""
+    section = notifications.section("templates")
+    templates: dict[str, dict[str, Template]] = {}
+    for kind in list(section.data):
+        by_locale = section.section(kind)
+        templates[kind] = {}
+        for locale in list(by_locale.data):
+            entry = by_locale.section(locale)
+            templates[kind][locale] = Template(title=entry.text("title"), body=entry.text("body"))
+            entry.done()
+        by_locale.done()
+        if "en" not in templates[kind]:
+            raise ProgramError(
+                source, f"notifications.templates.{kind}", "needs an 'en' template (the fallback)"
+            )
+    section.done()
+    return templates
 
 
 def load_program(path: Path) -> Program:

@@ -1,15 +1,17 @@
-"""Pure rendering of the output events of one applied transaction.
+"""Pure rendering of the output events of one applied input event.
 
-Outputs are a function of the transaction and its stored outcome only, so a redelivered
-transaction re-emits byte-identical events (same ids, same timestamps).
+Outputs are a function of the input event, its stored outcome and the member's profile, so
+a redelivered event re-emits the same records with the same ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from schemas.events import SALE, Transaction
+from schemas.events import SALE, MemberEvent, Transaction
 from schemas.outputs import (
     FUEL_POINTS,
     Bonus,
@@ -19,16 +21,20 @@ from schemas.outputs import (
     Notification,
     RewardEvent,
 )
-from schemas.state import AppliedTransaction
+from schemas.state import AppliedEvent, MemberState
 from streams.ids import derive_id
 from streams.program import Program
-from streams.rules import fuel_points
+from streams.rules import fuel_points, tier_named
 
-SOURCE_KIND = "transaction"
+TRANSACTION_SOURCE = "transaction"
+MEMBER_EVENT_SOURCE = "member_event"
 
 WELCOME = "welcome"
 POINTS_EARNED = "points_earned"
 POINTS_REVERSED = "points_reversed"
+COUPON_ISSUED = "coupon_issued"
+TIER_CHANGED = "tier_changed"
+MISSION_COMPLETED = "mission_completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,43 +48,30 @@ def iso_from_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def render_outputs(
-    transaction: Transaction, applied: AppliedTransaction, program: Program
+def render_transaction(
+    transaction: Transaction, applied: AppliedEvent, state: MemberState, program: Program
 ) -> Outputs:
-    """Ledger entries, reward event and notifications of one applied transaction."""
+    """Ledger entries, reward event and notifications of one applied sale or refund."""
     source_id = transaction.transaction_id
-    member_id = transaction.member_id
-    occurred_at = transaction.occurred_at.isoformat()
-    processed_at = iso_from_ms(applied.processed_ms)
+    ledger = _ledger(
+        TRANSACTION_SOURCE,
+        source_id,
+        transaction.member_id,
+        applied,
+        program,
+        transaction.occurred_at.isoformat(),
+    )
     points = sum(delta for _, delta in applied.entries)
-
-    ledger = []
-    balance = applied.balance_after - points
-    for reason, delta in applied.entries:
-        balance += delta
-        ledger.append(
-            LedgerEntry(
-                entry_id=derive_id(SOURCE_KIND, source_id, "ledger", reason),
-                member_id=member_id,
-                delta=delta,
-                balance_after=balance,
-                reason=reason,
-                source_event_id=source_id,
-                program_version=program.version,
-                occurred_at=occurred_at,
-                processed_at=processed_at,
-            )
-        )
-
     is_sale = transaction.type == SALE
+    details = applied.details
     reward = RewardEvent(
-        reward_id=derive_id(SOURCE_KIND, source_id, "reward"),
-        member_id=member_id,
+        reward_id=derive_id(TRANSACTION_SOURCE, source_id, "reward"),
+        member_id=transaction.member_id,
         source_event_id=source_id,
         source_type=transaction.type,
         station_id=transaction.station_id,
-        occurred_at=occurred_at,
-        processed_at=processed_at,
+        occurred_at=transaction.occurred_at.isoformat(),
+        processed_at=iso_from_ms(applied.processed_ms),
         program_version=program.version,
         points=points,
         balance_after=applied.balance_after,
@@ -91,39 +84,190 @@ def render_outputs(
             "requested_liters": float(transaction.liters),
             "refunded_liters": float(applied.liters),
         },
+        tier=details.get("tier"),
+        tier_change=_tier_change(details),
+        coupons=details.get("coupons"),
+        missions=details.get("missions"),
     )
 
-    def notification(kind: str, data: dict[str, object]) -> Notification:
-        return Notification(
-            notification_id=derive_id(SOURCE_KIND, source_id, "notification", kind),
-            member_id=member_id,
-            kind=kind,
-            locale=program.default_locale,
-            occurred_at=occurred_at,
-            data=data,
-        )
-
-    notifications = []
+    figures = {
+        "balance": applied.balance_after,
+        "liters": float(transaction.liters),
+        "station_id": transaction.station_id,
+    }
+    messages: list[tuple[str, dict[str, Any]]] = []
     if applied.enrolled:
-        notifications.append(notification(WELCOME, {"balance": applied.balance_after}))
+        messages.append((WELCOME, _welcome_data(applied, state)))
     if points:
         kind = POINTS_EARNED if points > 0 else POINTS_REVERSED
-        notifications.append(
-            notification(
-                kind,
-                {
-                    "points": abs(points),
-                    "balance": applied.balance_after,
-                    "liters": float(transaction.liters),
-                    "station_id": transaction.station_id,
-                },
-            )
-        )
+        messages.append((kind, {**figures, "points": abs(points)}))
+    for mission in details.get("missions", []):
+        bonus = next(m.bonus_points for m in program.missions if m.id == mission)
+        messages.append((MISSION_COMPLETED, {**figures, "mission": mission, "points": bonus}))
+    if "tier_change" in details:
+        previous, tier = details["tier_change"]
+        messages.append((TIER_CHANGED, {**figures, "tier": tier, "previous_tier": previous}))
+    notifications = _notifications(
+        TRANSACTION_SOURCE,
+        source_id,
+        transaction.occurred_at.isoformat(),
+        messages,
+        state,
+        program,
+        transaction.member_id,
+    )
     return Outputs(ledger=ledger, reward=reward, notifications=notifications)
 
 
-def _breakdown(sale: Transaction, applied: AppliedTransaction, program: Program) -> Breakdown:
-    earned = fuel_points(sale.liters, program.fuel_points)
+def render_member_event(
+    event: MemberEvent, applied: AppliedEvent, state: MemberState, program: Program
+) -> Outputs:
+    """Reward event and notifications of one applied member event."""
+    occurred_at = event.occurred_at.isoformat()
+    details = applied.details
+    coupon_code = details.get("coupon_issued")
+    coupon = state.coupons.get(coupon_code) if coupon_code else None
+    issued = None
+    if coupon is not None:
+        issued = {
+            "code": coupon.code,
+            "benefit": coupon.benefit,
+            "value": coupon.value,
+            "expires_at": iso_from_ms(coupon.expires_s * 1000),
+        }
+    reward = RewardEvent(
+        reward_id=derive_id(MEMBER_EVENT_SOURCE, event.event_id, "reward"),
+        member_id=event.member_id,
+        source_event_id=event.event_id,
+        source_type=event.type,
+        station_id=None,
+        occurred_at=occurred_at,
+        processed_at=iso_from_ms(applied.processed_ms),
+        program_version=program.version,
+        points=sum(delta for _, delta in applied.entries),
+        balance_after=applied.balance_after,
+        enrolled=applied.enrolled,
+        coupon_issued=issued,
+    )
+    messages: list[tuple[str, dict[str, Any]]] = []
+    if applied.enrolled:
+        messages.append((WELCOME, _welcome_data(applied, state)))
+    if coupon is not None:
+        expires_on = datetime.fromtimestamp(coupon.expires_s, ZoneInfo(program.timezone))
+        messages.append(
+            (
+                COUPON_ISSUED,
+                {
+                    "code": coupon.code,
+                    "benefit": coupon.benefit,
+                    "value": coupon.value,
+                    "expires_on": expires_on.date().isoformat(),
+                },
+            )
+        )
+    notifications = _notifications(
+        MEMBER_EVENT_SOURCE,
+        event.event_id,
+        occurred_at,
+        messages,
+        state,
+        program,
+        event.member_id,
+    )
+    ledger = _ledger(
+        MEMBER_EVENT_SOURCE, event.event_id, event.member_id, applied, program, occurred_at
+    )
+    return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+
+
+def _ledger(
+    source_kind: str,
+    source_id: str,
+    member_id: str,
+    applied: AppliedEvent,
+    program: Program,
+    occurred_at: str,
+) -> list[LedgerEntry]:
+    points = sum(delta for _, delta in applied.entries)
+    balance = applied.balance_after - points
+    seen: dict[str, int] = {}
+    ledger = []
+    for reason, delta in applied.entries:
+        balance += delta
+        # A reason can repeat within one event (two missions): number the repeats.
+        repeat = seen.get(reason, 0)
+        seen[reason] = repeat + 1
+        suffix = (reason,) if repeat == 0 else (reason, str(repeat))
+        ledger.append(
+            LedgerEntry(
+                entry_id=derive_id(source_kind, source_id, "ledger", *suffix),
+                member_id=member_id,
+                delta=delta,
+                balance_after=balance,
+                reason=reason,
+                source_event_id=source_id,
+                program_version=program.version,
+                occurred_at=occurred_at,
+                processed_at=iso_from_ms(applied.processed_ms),
+            )
+        )
+    return ledger
+
+
+def _welcome_data(applied: AppliedEvent, state: MemberState) -> dict[str, Any]:
+    return {
+        "points": applied.balance_after,
+        "balance": applied.balance_after,
+        "referral_code": state.referral_code,
+    }
+
+
+def _tier_change(details: dict[str, Any]) -> dict[str, str] | None:
+    change = details.get("tier_change")
+    return None if change is None else {"from": change[0], "to": change[1]}
+
+
+def _notifications(
+    source_kind: str,
+    source_id: str,
+    occurred_at: str,
+    messages: list[tuple[str, dict[str, Any]]],
+    state: MemberState,
+    program: Program,
+    member_id: str,
+) -> list[Notification]:
+    locale = state.profile.locale or program.default_locale
+    notifications = []
+    for kind, data in messages:
+        if kind in program.marketing_kinds and not state.profile.marketing_consent:
+            continue
+        title, body = _render(kind, locale, data, program)
+        notifications.append(
+            Notification(
+                notification_id=derive_id(source_kind, source_id, "notification", kind),
+                member_id=member_id,
+                kind=kind,
+                locale=locale,
+                occurred_at=occurred_at,
+                data=data,
+                title=title,
+                body=body,
+            )
+        )
+    return notifications
+
+
+def _render(kind: str, locale: str, data: dict[str, Any], program: Program) -> tuple[str, str]:
+    by_locale = (program.templates or {}).get(kind)
+    if not by_locale:
+        return kind, ""
+    template = by_locale.get(locale) or by_locale.get(locale.split("-")[0]) or by_locale["en"]
+    return template.title.format_map(data), template.body.format_map(data)
+
+
+def _breakdown(sale: Transaction, applied: AppliedEvent, program: Program) -> Breakdown:
+    tier = tier_named(applied.details.get("tier"), program.tiers)
+    earned = fuel_points(sale.liters, program.fuel_points, tier)
     return Breakdown(
         liters=float(sale.liters),
         points_per_liter=float(program.fuel_points.points_per_liter),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from streams.program import FuelPointsRule
+from streams.program import FuelPointsRule, Mission, Tier
 
 VOLUME_MULTIPLIER = "volume"
+_DAY_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +25,14 @@ def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
-def fuel_points(liters: Decimal, rule: FuelPointsRule) -> FuelPoints:
-    """Points for a fill; the volume multiplier applies strictly above the threshold."""
+def fuel_points(liters: Decimal, rule: FuelPointsRule, tier: Tier | None = None) -> FuelPoints:
+    """Points for a fill; the volume multiplier applies strictly above the threshold, the
+    tier multiplier (the tier held before the sale) to every fill."""
     multipliers: tuple[tuple[str, Decimal], ...] = ()
     if liters > rule.volume_threshold_liters:
         multipliers = ((VOLUME_MULTIPLIER, rule.volume_multiplier),)
+    if tier is not None and tier.multiplier != 1:
+        multipliers += ((f"tier:{tier.name}", tier.multiplier),)
     base = liters * rule.points_per_liter
     total = base
     for _, factor in multipliers:
@@ -51,3 +55,44 @@ def reversal_points(
     before = _floor(credited * already_refunded / sale_liters)
     after = _floor(credited * (already_refunded + refunded) / sale_liters)
     return after - before, refunded
+
+
+def tier_for(points: int, tiers: tuple[Tier, ...]) -> Tier:
+    """The highest tier whose threshold ``points`` reaches (tiers ascend from 0)."""
+    reached = tiers[0]
+    for tier in tiers:
+        if points >= tier.min_points:
+            reached = tier
+    return reached
+
+
+def tier_named(name: str | None, tiers: tuple[Tier, ...]) -> Tier:
+    """The tier called ``name``; the lowest for None or a tier the program no longer has."""
+    return next((tier for tier in tiers if tier.name == name), tiers[0])
+
+
+def earned_in_window(earned_by_day: dict[int, int], day: int, window_days: int) -> int:
+    """Points earned in the ``window_days`` days ending with ``day`` (day ordinals)."""
+    first = day - window_days + 1
+    return sum(points for d, points in earned_by_day.items() if first <= d <= day)
+
+
+def mission_completed(
+    mission: Mission,
+    sales: list[tuple[int, Decimal]],
+    now_s: int,
+    last_award_s: int | None,
+) -> bool:
+    """Whether the sale at ``now_s`` completes ``mission``.
+
+    ``sales`` are (event time, litres) of the member's remembered sales, this one included.
+    """
+    if last_award_s is not None and now_s - last_award_s < mission.cooldown_days * _DAY_S:
+        return False
+    start = now_s - mission.window_days * _DAY_S
+    qualifying = sum(
+        1
+        for occurred_s, liters in sales
+        if start < occurred_s <= now_s and liters >= mission.min_liters
+    )
+    return qualifying >= mission.sales

@@ -32,6 +32,8 @@ class TopicNames:
     """``LOYALTY_TOPIC_DEADLETTER``: rejected input with its reason and original bytes."""
     rekeyed: str = "loyalty.transactions.rekeyed"
     """``LOYALTY_TOPIC_REKEYED``: internal; transactions forwarded to their member's partition."""
+    members_rekeyed: str = "loyalty.members.rekeyed"
+    """``LOYALTY_TOPIC_MEMBERS_REKEYED``: internal; member events forwarded likewise."""
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,15 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Topics:
-    transactions: TopicT
-    """POS transactions, as published by stations, and those forwarded to their owner."""
+    member_inputs: TopicT
+    """Everything keyed by member: transactions and member events, as published and as
+    forwarded to their owner partition."""
     ledger: TopicT
     rewards: TopicT
     notifications: TopicT
     deadletter: TopicT
     rekeyed: TopicT
+    members_rekeyed: TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -47,12 +49,13 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         )
 
     return Topics(
-        transactions=raw(names.transactions, names.rekeyed),
+        member_inputs=raw(names.transactions, names.members, names.rekeyed, names.members_rekeyed),
         ledger=raw(names.ledger),
         rewards=raw(names.rewards),
         notifications=raw(names.notifications),
         deadletter=raw(names.deadletter),
         rekeyed=raw(names.rekeyed),
+        members_rekeyed=raw(names.members_rekeyed),
     )
 
 
@@ -67,11 +70,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     (their partitions map one to one onto the table changelog partitions).
     """
     names = settings.topics
-    co_partitioned = {names.transactions, names.members, names.rekeyed}
+    co_partitioned = {names.transactions, names.members, names.rekeyed, names.members_rekeyed}
     wanted = [
         names.transactions,
         names.members,
         names.rekeyed,
+        names.members_rekeyed,
         names.ledger,
         names.rewards,
         names.notifications,

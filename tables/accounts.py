@@ -1,19 +1,46 @@
-"""Pure state transition of a member account: (state, transaction, now) -> (state, outcome).
+"""Pure state transitions of a member account: (state, event, now) -> (state, outcome).
 
-Idempotent by ``transaction_id``: a transaction already applied returns the state unchanged
-and the stored outcome, so the agent can re-emit the very same outputs (same ids) after a
-redelivery without crediting twice.
+Idempotent by event id (``transaction_id``, ``event_id``): an event already applied returns
+the state unchanged and the stored outcome, so the agent can re-emit the very same outputs
+(same ids) after a redelivery without crediting twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from schemas.events import SALE, Transaction
-from schemas.outputs import FUEL_POINTS, REFUND_REVERSAL, WELCOME_BONUS
-from schemas.state import AppliedTransaction, MemberState
+from schemas.events import (
+    CONSENTS_CHANGED,
+    NEWSLETTER_SUBSCRIBED,
+    PROFILE_UPDATED,
+    SALE,
+    SIGNUP,
+    MemberEvent,
+    Transaction,
+)
+from schemas.outputs import (
+    COUPON_BONUS,
+    FUEL_POINTS,
+    MISSION_BONUS,
+    REFUND_REVERSAL,
+    WELCOME_BONUS,
+)
+from schemas.state import AppliedEvent, Coupon, MemberState, Profile
+from streams import codes
 from streams.program import Program
-from streams.rules import fuel_points, reversal_points
+from streams.rules import (
+    earned_in_window,
+    fuel_points,
+    mission_completed,
+    reversal_points,
+    tier_for,
+    tier_named,
+)
+from tables import coupons as wallet
 
 # Dead-letter reasons produced here.
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
@@ -23,7 +50,7 @@ _DAY_S = 86_400
 
 
 class RejectedTransaction(ValueError):
-    """A well-formed transaction the member's state cannot accept."""
+    """A well-formed event the member's state cannot accept."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -33,9 +60,14 @@ class RejectedTransaction(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    applied: AppliedTransaction
+    applied: AppliedEvent
     duplicate: bool
-    """True when the transaction had been applied before (nothing changed now)."""
+    """True when the event had been applied before (nothing changed now)."""
+
+
+def day_of(epoch_s: int, program: Program) -> int:
+    """Calendar day (ordinal) of an instant in the program's time zone."""
+    return datetime.fromtimestamp(epoch_s, ZoneInfo(program.timezone)).date().toordinal()
 
 
 def apply_transaction(
@@ -57,7 +89,7 @@ def apply_transaction(
     if transaction.type == SALE:
         state, applied = _apply_sale(state, transaction, program, occurred_s, processed_ms)
     else:
-        state, applied = _apply_refund(state, transaction, occurred_s, processed_ms)
+        state, applied = _apply_refund(state, transaction, program, occurred_s, processed_ms)
     keep_from_s = max(_newest_occurred_s(state), occurred_s) - window_s
     applied_by_id = {
         transaction_id: record
@@ -65,11 +97,20 @@ def apply_transaction(
         if record.occurred_s >= keep_from_s
     }
     applied_by_id[transaction.transaction_id] = applied
-    return replace(state, applied=applied_by_id), Outcome(applied=applied, duplicate=False)
+    keep_from_day = day_of(occurred_s, program) - program.tier_window_days
+    earned = {day: points for day, points in state.earned_by_day.items() if day > keep_from_day}
+    new_state = replace(state, applied=applied_by_id, earned_by_day=earned)
+    return new_state, Outcome(applied=applied, duplicate=False)
 
 
 def _newest_occurred_s(state: MemberState) -> int:
     return max((record.occurred_s for record in state.applied.values()), default=0)
+
+
+def _enrol(state: MemberState, occurred_at: datetime, member_id: str) -> MemberState:
+    return replace(
+        state, enrolled_at=occurred_at.isoformat(), referral_code=codes.referral_code(member_id)
+    )
 
 
 def _apply_sale(
@@ -78,37 +119,101 @@ def _apply_sale(
     program: Program,
     occurred_s: int,
     processed_ms: int,
-) -> tuple[MemberState, AppliedTransaction]:
+) -> tuple[MemberState, AppliedEvent]:
+    details: dict[str, Any] = {}
+    tier = tier_named(state.tier, program.tiers)
     entries: list[tuple[str, int]] = []
-    earned = fuel_points(sale.liters, program.fuel_points).points
+    earned = fuel_points(sale.liters, program.fuel_points, tier).points
     if earned:
         entries.append((FUEL_POINTS, earned))
     enrolled = state.enrolled_at is None
-    welcome_given = state.welcome_given
-    if not welcome_given and program.welcome_bonus_points:
+    if enrolled:
+        state = _enrol(state, sale.occurred_at, sale.member_id)
+    if not state.welcome_given and program.welcome_bonus_points:
         entries.append((WELCOME_BONUS, program.welcome_bonus_points))
-        welcome_given = True
-    balance = state.balance + sum(delta for _, delta in entries)
-    applied = AppliedTransaction(
+        state = replace(state, welcome_given=True)
+
+    state, coupon_results = _redeem_coupons(state, sale, occurred_s, entries)
+    if coupon_results:
+        details["coupons"] = coupon_results
+    state, missions = _complete_missions(state, sale, program, occurred_s, entries)
+    if missions:
+        details["missions"] = missions
+
+    credits = sum(delta for _, delta in entries)
+    day = day_of(occurred_s, program)
+    earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + credits}
+    reached = tier_for(
+        earned_in_window(earned_by_day, day, program.tier_window_days), program.tiers
+    )
+    details["tier"] = tier.name
+    if reached.min_points > tier.min_points:
+        details["tier_change"] = [tier.name, reached.name]
+        tier = reached
+
+    balance = state.balance + credits
+    applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
         balance_after=balance,
         liters=sale.liters,
         entries=tuple(entries),
         enrolled=enrolled,
+        details=details,
     )
-    new_state = replace(
-        state,
-        balance=balance,
-        enrolled_at=sale.occurred_at.isoformat() if enrolled else state.enrolled_at,
-        welcome_given=welcome_given,
-    )
-    return new_state, applied
+    return replace(state, balance=balance, earned_by_day=earned_by_day, tier=tier.name), applied
+
+
+def _redeem_coupons(
+    state: MemberState, sale: Transaction, occurred_s: int, entries: list[tuple[str, int]]
+) -> tuple[MemberState, list[dict[str, Any]]]:
+    results = []
+    held: dict[str, Coupon] = dict(state.coupons)
+    for presented in sale.coupon_codes:
+        status, used = wallet.redeem(
+            held, presented, sale.member_id, sale.transaction_id, occurred_s
+        )
+        result: dict[str, Any] = {"code": codes.normalize(presented), "status": status}
+        if used is not None:
+            held[used.code] = used
+            result.update(benefit=used.benefit, value=used.value)
+            if used.benefit == "bonus_points":
+                entries.append((COUPON_BONUS, used.value))
+        results.append(result)
+    return replace(state, coupons=held), results
+
+
+def _complete_missions(
+    state: MemberState,
+    sale: Transaction,
+    program: Program,
+    occurred_s: int,
+    entries: list[tuple[str, int]],
+) -> tuple[MemberState, list[str]]:
+    sales = [
+        (record.occurred_s, record.liters)
+        for record in state.applied.values()
+        if record.refund_of is None
+    ]
+    sales.append((occurred_s, sale.liters))
+    completed = []
+    awarded = dict(state.mission_awarded_s)
+    for mission in program.missions:
+        if mission_completed(mission, sales, occurred_s, awarded.get(mission.id)):
+            awarded[mission.id] = occurred_s
+            completed.append(mission.id)
+            if mission.bonus_points:
+                entries.append((MISSION_BONUS, mission.bonus_points))
+    return replace(state, mission_awarded_s=awarded), completed
 
 
 def _apply_refund(
-    state: MemberState, refund: Transaction, occurred_s: int, processed_ms: int
-) -> tuple[MemberState, AppliedTransaction]:
+    state: MemberState,
+    refund: Transaction,
+    program: Program,
+    occurred_s: int,
+    processed_ms: int,
+) -> tuple[MemberState, AppliedEvent]:
     original_id = refund.original_transaction_id or ""
     original = state.applied.get(original_id)
     if original is None or original.refund_of is not None:
@@ -123,7 +228,7 @@ def _apply_refund(
     )
     entries = ((REFUND_REVERSAL, -points),) if points else ()
     balance = state.balance - points
-    applied = AppliedTransaction(
+    applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
         balance_after=balance,
@@ -131,8 +236,80 @@ def _apply_refund(
         entries=entries,
         refund_of=original_id,
     )
+    # Tier earning is net of reversals, counted on the day the sale earned them.
+    sale_day = day_of(original.occurred_s, program)
+    earned_by_day = dict(state.earned_by_day)
+    if sale_day in earned_by_day:
+        earned_by_day[sale_day] -= points
     updated_original = replace(original, refunded_liters=original.refunded_liters + liters)
     new_state = replace(
-        state, balance=balance, applied={**state.applied, original_id: updated_original}
+        state,
+        balance=balance,
+        applied={**state.applied, original_id: updated_original},
+        earned_by_day=earned_by_day,
     )
     return new_state, applied
+
+
+def apply_member_event(
+    state: MemberState, event: MemberEvent, program: Program, processed_ms: int
+) -> tuple[MemberState, Outcome]:
+    """Apply a signup, profile update, newsletter subscription or consent change."""
+    previous = state.member_events.get(event.event_id)
+    if previous is not None:
+        return state, Outcome(applied=previous, duplicate=True)
+
+    occurred_s = int(event.occurred_at.timestamp())
+    details: dict[str, Any] = {}
+    if event.type in (SIGNUP, PROFILE_UPDATED, CONSENTS_CHANGED):
+        state = replace(state, profile=_updated_profile(state.profile, event))
+    enrolled = event.type == SIGNUP and state.enrolled_at is None
+    if enrolled:
+        state = _enrol(state, event.occurred_at, event.member_id)
+    if (
+        event.type == NEWSLETTER_SUBSCRIBED
+        and not state.newsletter_coupon_issued
+        and program.newsletter_coupon is not None
+    ):
+        coupon = wallet.issue(
+            event.member_id, "newsletter", event.event_id, program.newsletter_coupon, occurred_s
+        )
+        state = replace(
+            state,
+            coupons={**state.coupons, coupon.code: coupon},
+            newsletter_coupon_issued=True,
+        )
+        details["coupon_issued"] = coupon.code
+
+    applied = AppliedEvent(
+        occurred_s=occurred_s,
+        processed_ms=processed_ms,
+        balance_after=state.balance,
+        liters=Decimal(0),
+        entries=(),
+        enrolled=enrolled,
+        details=details,
+    )
+    keep_from_s = occurred_s - program.refund_window_days * _DAY_S
+    member_events = {
+        event_id: record
+        for event_id, record in state.member_events.items()
+        if record.occurred_s >= keep_from_s
+    }
+    member_events[event.event_id] = applied
+    return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
+
+
+def _updated_profile(profile: Profile, event: MemberEvent) -> Profile:
+    """The profile with every field the event carries; absent fields stay as they were."""
+    return Profile(
+        locale=event.locale if event.locale is not None else profile.locale,
+        birth_date=event.birth_date.isoformat() if event.birth_date else profile.birth_date,
+        marketing_consent=(
+            event.marketing_consent
+            if event.marketing_consent is not None
+            else profile.marketing_consent
+        ),
+        email=event.email if event.email is not None else profile.email,
+        phone=event.phone if event.phone is not None else profile.phone,
+    )

@@ -7,7 +7,7 @@ import pytest
 from schemas.events import REFUND, Transaction
 from schemas.state import MemberState, decode_state, encode_state
 from streams.program import load_program
-from streams.rewards import render_outputs
+from streams.rewards import render_transaction
 from tables.accounts import RejectedTransaction, apply_transaction
 
 PROGRAM = load_program(Path("program/default.toml"))
@@ -51,15 +51,15 @@ def test_duplicate_changes_nothing_and_returns_the_stored_outcome():
     assert again is state
     assert replay.duplicate
     assert replay.applied == first.applied
-    assert render_outputs(transaction("a", "20"), replay.applied, PROGRAM) == render_outputs(
-        transaction("a", "20"), first.applied, PROGRAM
-    )
+    assert render_transaction(
+        transaction("a", "20"), replay.applied, again, PROGRAM
+    ) == render_transaction(transaction("a", "20"), first.applied, state, PROGRAM)
 
 
 def test_ledger_entries_chain_balances():
     state = apply_all(transaction("a", "20"))
-    _, outcome = apply_transaction(state, transaction("b", "16", days=1), PROGRAM, NOW_MS)
-    outputs = render_outputs(transaction("b", "16", days=1), outcome.applied, PROGRAM)
+    state, outcome = apply_transaction(state, transaction("b", "16", days=1), PROGRAM, NOW_MS)
+    outputs = render_transaction(transaction("b", "16", days=1), outcome.applied, state, PROGRAM)
     assert [(e.delta, e.balance_after) for e in outputs.ledger] == [(32, 172)]
     assert outputs.reward.points == 32
     assert [n.kind for n in outputs.notifications] == ["points_earned"]

@@ -47,11 +47,20 @@ def test_default_program_has_the_documented_numbers():
             "refunds.window_hours",
             "not a known",
         ),
+        ("min_points = 5000", "min_points = 900", "tiers.levels", "strictly increase"),
+        ("window_days = 7", "window_days = 120", "missions[0].window_days", "<= refunds"),
+        ('benefit = "bonus_points"', 'benefit = "cash"', "coupons.newsletter.benefit", "must be"),
+        (
+            "[notifications.templates.welcome.en]",
+            "[notifications.templates.welcome.fr]",
+            "notifications.templates.welcome",
+            "needs an 'en' template",
+        ),
     ],
 )
 def test_invalid_program_names_file_field_and_reason(tmp_path, old, new, field, reason):
     assert old in VALID
-    path = write(tmp_path, VALID.replace(old, new))
+    path = write(tmp_path, VALID.replace(old, new, 1))
     with pytest.raises(ProgramError) as error:
         load_program(path)
     assert error.value.field == field

@@ -1,9 +1,12 @@
-"""The transaction agent: decode, route to the owning partition, apply, emit.
+"""The account agent: everything keyed by member (POS transactions and member events).
+
+Per message: decode, route to the owning partition, apply the pure transition, store the
+new state, emit the outputs.
 
 At-least-once: the table write and the outputs of a message are handed to the producer
 before its offset can be committed (Faust flushes the producer before every commit); a
-redelivered message finds its transaction already applied and re-emits the same outputs
-(same ids), so nothing is lost and nothing is credited twice.
+redelivered message finds its event already applied and re-emits the same outputs (same
+ids), so nothing is lost and nothing is credited twice.
 
 Outputs are sent with ``force=True``: Faust would otherwise hold them back until the next
 offset commit (up to ``broker_commit_interval``, seconds), which the latency target forbids.
@@ -20,14 +23,14 @@ import orjson
 
 from agents import metrics
 from agents.deadletters import send_dead_letter
-from schemas.decode import InvalidEvent, decode_transaction
+from schemas.decode import InvalidEvent, decode_member_event, decode_transaction
 from schemas.state import decode_state, encode_state
 from streams.partitioning import owner_partition
 from streams.program import Program
-from streams.rewards import render_outputs
+from streams.rewards import Outputs, render_member_event, render_transaction
 from streams.settings import Settings
 from streams.topics import Topics
-from tables.accounts import RejectedTransaction, apply_transaction
+from tables.accounts import RejectedTransaction, apply_member_event, apply_transaction
 from tables.definitions import Tables
 
 PROCESSING_ERROR = "processing_error"
@@ -40,7 +43,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class TransactionProcessor:
+class AccountProcessor:
     """Everything the agent does to one message; the agent only iterates."""
 
     def __init__(
@@ -56,16 +59,21 @@ class TransactionProcessor:
         self.topics = topics
         self.member_to_state = tables.member_to_state
         self.clock = clock
-        self.rekeyed_topic = settings.topics.rekeyed
+        names = settings.topics
+        # input topic -> (is a transaction, topic to forward misplaced messages to or None)
+        self.routes = {
+            names.transactions: (True, topics.rekeyed),
+            names.rekeyed: (True, None),
+            names.members: (False, topics.members_rekeyed),
+            names.members_rekeyed: (False, None),
+        }
 
     async def process(self, message: Any) -> None:
         started = time.perf_counter()
         now_ms = self.clock()
         try:
             await self._process(message, now_ms)
-        except InvalidEvent as error:
-            await self._reject(message, error.reason, error.message, now_ms)
-        except RejectedTransaction as error:
+        except (InvalidEvent, RejectedTransaction) as error:
             await self._reject(message, error.reason, error.message, now_ms)
         except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
             await self._reject(
@@ -76,30 +84,28 @@ class TransactionProcessor:
             metrics.LATENCY_SECONDS.observe(max(0.0, time.time() - message.timestamp))
 
     async def _process(self, message: Any, now_ms: int) -> None:
-        transaction = decode_transaction(message.value, self.settings.max_event_bytes)
-        member_key = transaction.member_id.encode()
+        is_transaction, forward_to = self.routes[message.topic]
+        max_bytes = self.settings.max_event_bytes
+        event = (decode_transaction if is_transaction else decode_member_event)(
+            message.value, max_bytes
+        )
+        member_key = event.member_id.encode()
         owner = owner_partition(member_key, self.settings.partitions)
-        if message.partition != owner and message.topic != self.rekeyed_topic:
-            await self.topics.rekeyed.send(
-                key=member_key, value=message.value, partition=owner, force=True
-            )
+        if forward_to is not None and message.partition != owner:
+            await forward_to.send(key=member_key, value=message.value, partition=owner, force=True)
             metrics.EVENTS.labels(message.topic, "rerouted").inc()
             return
 
         state = decode_state(self.member_to_state.get(member_key))
-        new_state, outcome = apply_transaction(state, transaction, self.program, now_ms)
+        if is_transaction:
+            new_state, outcome = apply_transaction(state, event, self.program, now_ms)
+        else:
+            new_state, outcome = apply_member_event(state, event, self.program, now_ms)
         if not outcome.duplicate:
             self.member_to_state[member_key] = encode_state(new_state)
-        outputs = render_outputs(transaction, outcome.applied, self.program)
-        for entry in outputs.ledger:
-            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry), force=True)
-        await self.topics.rewards.send(
-            key=member_key, value=orjson.dumps(outputs.reward), force=True
-        )
-        for notification in outputs.notifications:
-            await self.topics.notifications.send(
-                key=member_key, value=orjson.dumps(notification), force=True
-            )
+        render = render_transaction if is_transaction else render_member_event
+        outputs = render(event, outcome.applied, new_state, self.program)
+        await self._emit(member_key, outputs)
 
         if outcome.duplicate:
             metrics.EVENTS.labels(message.topic, "duplicate").inc()
@@ -111,14 +117,25 @@ class TransactionProcessor:
         if outcome.applied.enrolled:
             metrics.MEMBERS_ENROLLED.inc()
 
+    async def _emit(self, member_key: bytes, outputs: Outputs) -> None:
+        for entry in outputs.ledger:
+            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry), force=True)
+        await self.topics.rewards.send(
+            key=member_key, value=orjson.dumps(outputs.reward), force=True
+        )
+        for notification in outputs.notifications:
+            await self.topics.notifications.send(
+                key=member_key, value=orjson.dumps(notification), force=True
+            )
+
     async def _reject(self, message: Any, reason: str, text: str, now_ms: int) -> None:
         await send_dead_letter(self.topics.deadletter, message, reason, text, now_ms)
 
 
-def register(app: faust.App, processor: TransactionProcessor) -> None:
-    """Attach the transaction agent to ``app``."""
+def register(app: faust.App, processor: AccountProcessor) -> None:
+    """Attach the account agent to ``app``."""
 
-    @app.agent(processor.topics.transactions, name="loyalty.process_transactions")
-    async def process_transactions(stream: faust.StreamT) -> None:
+    @app.agent(processor.topics.member_inputs, name="loyalty.process_member_inputs")
+    async def process_member_inputs(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await processor.process(event.message)
