@@ -24,6 +24,7 @@ import orjson
 from agents import metrics
 from agents.deadletters import send_dead_letter
 from schemas.decode import InvalidEvent, decode_member_event, decode_transaction
+from schemas.events import MemberEvent, Transaction
 from schemas.state import decode_state, encode_state
 from streams.partitioning import owner_partition
 from streams.program import Program
@@ -86,8 +87,10 @@ class AccountProcessor:
     async def _process(self, message: Any, now_ms: int) -> None:
         is_transaction, forward_to = self.routes[message.topic]
         max_bytes = self.settings.max_event_bytes
-        event = (decode_transaction if is_transaction else decode_member_event)(
-            message.value, max_bytes
+        event: Transaction | MemberEvent = (
+            decode_transaction(message.value, max_bytes)
+            if is_transaction
+            else decode_member_event(message.value, max_bytes)
         )
         member_key = event.member_id.encode()
         owner = owner_partition(member_key, self.settings.partitions)
@@ -97,14 +100,15 @@ class AccountProcessor:
             return
 
         state = decode_state(self.member_to_state.get(member_key))
-        if is_transaction:
+        outputs: Outputs
+        if isinstance(event, Transaction):
             new_state, outcome = apply_transaction(state, event, self.program, now_ms)
+            outputs = render_transaction(event, outcome.applied, new_state, self.program)
         else:
             new_state, outcome = apply_member_event(state, event, self.program, now_ms)
+            outputs = render_member_event(event, outcome.applied, new_state, self.program)
         if not outcome.duplicate:
             self.member_to_state[member_key] = encode_state(new_state)
-        render = render_transaction if is_transaction else render_member_event
-        outputs = render(event, outcome.applied, new_state, self.program)
         await self._emit(member_key, outputs)
 
         if outcome.duplicate:

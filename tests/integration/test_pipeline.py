@@ -1,8 +1,9 @@
 """The earning pipeline end to end on the real broker, with a worker in its own process.
 
-Expected balances are computed here from the program's published rules (points per litre,
-x2 strictly above 15 litres, +100 on the first sale) with integer arithmetic on
-centilitres: the engine's rule code is never called.
+These tests are about delivery (duplicates, wrong keys, restarts), so they run the default
+program without missions and upper tiers; expected balances are computed here from the
+remaining published rules (points per litre, x2 strictly above 15 litres, +100 on the
+first sale) with integer arithmetic on centilitres: the engine's rule code is never called.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import random
 import shutil
 import signal
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -18,6 +20,7 @@ import pytest
 
 from demo.worker_process import WorkerProcess
 from schemas.state import decode_state
+from streams.settings import DEFAULT_PROGRAM
 from streams.topics import ensure_topics
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
@@ -87,6 +90,16 @@ def messages(transactions: list[dict], seed: int = 11) -> list[tuple[bytes | Non
     return sent
 
 
+def earning_only_settings(bootstrap, tmp_path):
+    """Isolated settings running the default program minus missions and upper tiers."""
+    text = DEFAULT_PROGRAM.read_text()
+    start = text.index('[[tiers.levels]]\nname = "silver"')
+    end = text.index("[coupons.newsletter]")
+    program = tmp_path / "earning-only.toml"
+    program.write_text(text[:start] + text[end:])
+    return replace(isolated_settings(bootstrap, tmp_path), program_path=program)
+
+
 def check_outputs(reader: TopicReader, settings, transactions: list[dict]) -> None:
     balances, entry_count = expectations(transactions)
     topics = settings.topics
@@ -151,7 +164,7 @@ def reader_factory():
 
 
 def test_balances_match_an_independent_computation(kafka_bootstrap, tmp_path, reader_factory):
-    settings = isolated_settings(kafka_bootstrap, tmp_path)
+    settings = earning_only_settings(kafka_bootstrap, tmp_path)
     transactions = generate_transactions()
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
@@ -178,7 +191,7 @@ def test_balances_match_an_independent_computation(kafka_bootstrap, tmp_path, re
 def test_restart_mid_stream_keeps_balances_exact(
     kafka_bootstrap, tmp_path, reader_factory, stop_signal, keep_local_state
 ):
-    settings = isolated_settings(kafka_bootstrap, tmp_path)
+    settings = earning_only_settings(kafka_bootstrap, tmp_path)
     transactions = generate_transactions(seed=stop_signal.value + keep_local_state)
     ensure_topics(settings)
     produce(kafka_bootstrap, settings.topics.transactions, messages(transactions))

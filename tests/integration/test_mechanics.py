@@ -1,0 +1,225 @@
+"""One test per program mechanic on the real broker, each with its exact expected ledger.
+
+Expected ledgers are worked out by hand from the default program file: 1 point per litre,
+x2 strictly above 15 L, +100 welcome bonus on the first sale, silver (x1.25) at 1,000
+points earned, +150 for 3 fills in 7 days, a +100 newsletter coupon.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from demo.worker_process import WorkerProcess
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
+
+T0 = datetime.fromisoformat("2026-06-01T08:00:00+02:00")
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    reader: TopicReader
+
+    def send(self, topic: str, value: dict[str, Any], key: str | None = None) -> None:
+        member = key if key is not None else value["member_id"]
+        produce(self.settings.kafka_bootstrap, topic, [(member.encode(), orjson.dumps(value))])
+
+    def sale(self, member: str, tx_id: str, liters: float, day: float, **extra: Any) -> None:
+        value = {
+            "transaction_id": tx_id,
+            "member_id": member,
+            "station_id": "station-7",
+            "occurred_at": (T0 + timedelta(days=day)).isoformat(),
+            "fuel_type": "diesel",
+            "liters": liters,
+            "amount": round(liters * 1.5, 2),
+            **extra,
+        }
+        self.send(self.settings.topics.transactions, value)
+
+    def member_event(self, member: str, event_id: str, kind: str, day: float, **extra: Any) -> None:
+        key = extra.pop("key", None)
+        value = {
+            "event_id": event_id,
+            "member_id": member,
+            "type": kind,
+            "occurred_at": (T0 + timedelta(days=day)).isoformat(),
+            **extra,
+        }
+        self.send(self.settings.topics.members, value, key=key)
+
+    def of(self, topic: str, member: str, id_field: str) -> list[dict[str, Any]]:
+        values = [v for v in self.reader.values(topic) if v.get("member_id") == member]
+        return distinct(values, id_field)
+
+    def rewards(self, member: str, count: int) -> list[dict[str, Any]]:
+        topic = self.settings.topics.rewards
+        self.reader.wait_for(
+            lambda r: len(self.of(topic, member, "reward_id")) >= count,
+            timeout=60,
+            what=f"{count} reward events of {member}",
+        )
+        return self.of(topic, member, "reward_id")
+
+    def ledger(self, member: str) -> list[tuple[str, int, int]]:
+        entries = self.of(self.settings.topics.ledger, member, "entry_id")
+        return [(e["reason"], e["delta"], e["balance_after"]) for e in entries]
+
+    def notifications(self, member: str) -> list[dict[str, Any]]:
+        return self.of(self.settings.topics.notifications, member, "notification_id")
+
+
+@pytest.fixture(scope="module")
+def engine(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    tmp = tmp_path_factory.mktemp("mechanics")
+    settings = isolated_settings(kafka_bootstrap, tmp)
+    ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp / "worker.log").start()
+    topics = settings.topics
+    reader = TopicReader(
+        kafka_bootstrap, topics.ledger, topics.rewards, topics.notifications, topics.deadletter
+    )
+    try:
+        worker.wait_ready()
+        yield Engine(settings, reader)
+    finally:
+        reader.close()
+        worker.stop()
+
+
+def member() -> str:
+    return f"member-{uuid.uuid4().hex[:10]}"
+
+
+def test_welcome_bonus_once_and_volume_multiplier(engine):
+    m = member()
+    engine.sale(m, f"{m}-1", 15.0, day=0)  # not above 15 L: 15
+    engine.sale(m, f"{m}-2", 15.5, day=1)  # floor(15.5 x 2) = 31
+    engine.rewards(m, 2)
+    assert engine.ledger(m) == [
+        ("fuel_points", 15, 15),
+        ("welcome_bonus", 100, 115),
+        ("fuel_points", 31, 146),
+    ]
+
+
+def test_signup_sends_a_localised_welcome_with_the_referral_code(engine):
+    m = member()
+    engine.member_event(m, f"{m}-s", "signup", day=0, locale="es", consents={"marketing": True})
+    (reward,) = engine.rewards(m, 1)
+    assert reward["enrolled"] is True and reward["points"] == 0
+    engine.reader.wait_for(lambda r: engine.notifications(m), 30, "the welcome notification")
+    (welcome,) = engine.notifications(m)
+    assert welcome["kind"] == "welcome" and welcome["locale"] == "es"
+    assert welcome["title"] == "¡Bienvenido al club!"
+    code = welcome["data"]["referral_code"]
+    assert len(code) == 8 and not set(code) & set("ILOU") and code in welcome["body"]
+    assert engine.ledger(m) == []
+
+
+def test_newsletter_coupon_is_issued_and_redeemed_once_at_a_station(engine):
+    m = member()
+    engine.member_event(m, f"{m}-s", "signup", day=0, locale="it", consents={"marketing": True})
+    engine.member_event(m, f"{m}-n", "newsletter_subscribed", day=1)
+    issued = engine.rewards(m, 2)[1]["coupon_issued"]
+    assert issued["benefit"] == "bonus_points" and issued["value"] == 100
+    engine.reader.wait_for(
+        lambda r: any(n["kind"] == "coupon_issued" for n in engine.notifications(m)),
+        30,
+        "the coupon_issued notification",
+    )
+    notice = next(n for n in engine.notifications(m) if n["kind"] == "coupon_issued")
+    assert notice["data"]["code"] == issued["code"] and issued["code"] in notice["body"]
+    assert notice["data"]["expires_on"] == "2026-07-02"  # 30 days after 2026-06-02
+
+    engine.sale(m, f"{m}-1", 20.0, day=2, coupon_codes=[issued["code"].lower()])
+    engine.sale(m, f"{m}-2", 10.0, day=3, coupon_codes=[issued["code"], "NOPE-1234"])
+    rewards = engine.rewards(m, 4)
+    assert rewards[2]["coupons"] == [
+        {"code": issued["code"], "status": "redeemed", "benefit": "bonus_points", "value": 100}
+    ]
+    assert [c["status"] for c in rewards[3]["coupons"]] == ["coupon_used", "unknown_coupon"]
+    assert engine.ledger(m) == [
+        ("fuel_points", 40, 40),
+        ("welcome_bonus", 100, 140),
+        ("coupon_bonus", 100, 240),
+        ("fuel_points", 10, 250),
+    ]
+
+
+def test_three_fills_in_seven_days_complete_the_mission(engine):
+    m = member()
+    for index, day in enumerate([0, 2.5, 5, 6]):
+        engine.sale(m, f"{m}-{index}", 10.0, day=day)
+    rewards = engine.rewards(m, 4)
+    assert [r.get("missions") for r in rewards] == [None, None, ["three_fills_7d"], None]
+    assert engine.ledger(m) == [
+        ("fuel_points", 10, 10),
+        ("welcome_bonus", 100, 110),
+        ("fuel_points", 10, 120),
+        ("fuel_points", 10, 130),
+        ("mission_bonus", 150, 280),
+        ("fuel_points", 10, 290),  # cooldown: the 4th fill in 7 days earns no second bonus
+    ]
+
+
+def test_tier_upgrade_at_once_and_the_multiplier_on_the_next_fill(engine):
+    m = member()
+    engine.sale(m, f"{m}-1", 450.0, day=0)  # 900 + 100 welcome = 1,000 earned: silver
+    engine.sale(m, f"{m}-2", 100.0, day=10)  # floor(100 x 2 x 1.25) = 250
+    first, second = engine.rewards(m, 2)
+    assert first["tier"] == "bronze" and first["tier_change"] == {"from": "bronze", "to": "silver"}
+    assert second["tier"] == "silver" and second["tier_change"] is None
+    assert engine.ledger(m) == [
+        ("fuel_points", 900, 900),
+        ("welcome_bonus", 100, 1000),
+        ("fuel_points", 250, 1250),
+    ]
+    kinds = [n["kind"] for n in engine.notifications(m)]
+    assert "tier_changed" in kinds
+
+
+def test_refund_reverses_in_proportion_once(engine):
+    m = member()
+    engine.sale(m, f"{m}-1", 20.0, day=0)  # 40 + 100
+    refund = {"type": "refund", "original_transaction_id": f"{m}-1"}
+    engine.sale(m, f"{m}-r", 10.0, day=1, **refund)  # half: floor(140 / 2) = 70
+    engine.sale(m, f"{m}-r", 10.0, day=1, **refund)  # the same refund again
+    engine.sale(m, f"{m}-2", 5.0, day=2)
+    engine.rewards(m, 3)
+    assert engine.ledger(m) == [
+        ("fuel_points", 40, 40),
+        ("welcome_bonus", 100, 140),
+        ("refund_reversal", -70, 70),
+        ("fuel_points", 5, 75),
+    ]
+
+
+def test_member_events_with_a_wrong_key_are_applied_and_bad_ones_dead_lettered(engine):
+    m = member()
+    engine.member_event(m, f"{m}-s", "signup", day=0, key="somebody-else", locale="pl")
+    engine.member_event(m, f"{m}-bad", "signup", day=0, birth_date="1990-02-30")
+    engine.member_event(m, f"{m}-worse", "divorce", day=0)
+
+    def letters() -> list[dict[str, Any]]:
+        return [
+            d
+            for d in engine.reader.values(engine.settings.topics.deadletter)
+            if m.encode() in base64.b64decode(d["value_b64"])
+        ]
+
+    engine.reader.wait_for(lambda r: len(letters()) >= 2, 60, "two dead letters")
+    (reward,) = engine.rewards(m, 1)
+    assert reward["enrolled"] is True
+    assert sorted(d["reason"] for d in letters()) == ["invalid_value", "invalid_value"]
+    assert {d["source_topic"] for d in letters()} == {engine.settings.topics.members}
