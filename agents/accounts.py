@@ -14,6 +14,7 @@ offset commit (up to ``broker_commit_interval``, seconds), which the latency tar
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,16 +24,26 @@ import orjson
 
 from agents import metrics
 from agents.deadletters import send_dead_letter
-from schemas.decode import InvalidEvent, decode_member_event, decode_transaction
+from schemas.decode import (
+    InvalidEvent,
+    decode_daily_command,
+    decode_member_event,
+    decode_transaction,
+)
 from schemas.events import MemberEvent, Transaction
 from schemas.state import decode_state, encode_state
 from streams.partitioning import owner_partition
 from streams.program import Program
-from streams.rewards import Outputs, render_member_event, render_transaction
+from streams.rewards import Outputs, render_daily, render_member_event, render_transaction
 from streams.settings import Settings
 from streams.topics import Topics
-from tables.accounts import RejectedTransaction, apply_member_event, apply_transaction
-from tables.definitions import Tables
+from tables.accounts import (
+    RejectedTransaction,
+    apply_daily,
+    apply_member_event,
+    apply_transaction,
+)
+from tables.definitions import Tables, partition_items
 
 PROCESSING_ERROR = "processing_error"
 
@@ -68,6 +79,7 @@ class AccountProcessor:
             names.members: (False, topics.members_rekeyed),
             names.members_rekeyed: (False, None),
         }
+        self.daily_topic = names.daily
 
     async def process(self, message: Any) -> None:
         started = time.perf_counter()
@@ -85,6 +97,9 @@ class AccountProcessor:
             metrics.LATENCY_SECONDS.observe(max(0.0, time.time() - message.timestamp))
 
     async def _process(self, message: Any, now_ms: int) -> None:
+        if message.topic == self.daily_topic:
+            await self._run_daily(message, now_ms)
+            return
         is_transaction, forward_to = self.routes[message.topic]
         max_bytes = self.settings.max_event_bytes
         event: Transaction | MemberEvent = (
@@ -120,6 +135,25 @@ class AccountProcessor:
             metrics.POINTS.labels(entry.reason).inc(abs(entry.delta))
         if outcome.applied.enrolled:
             metrics.MEMBERS_ENROLLED.inc()
+
+    async def _run_daily(self, message: Any, now_ms: int) -> None:
+        """The daily job for every member of the command's partition."""
+        day = decode_daily_command(message.value)
+        members = partition_items(self.member_to_state, message.partition)
+        for index, (member_key, value) in enumerate(members):
+            state = decode_state(value)
+            new_state, outcome = apply_daily(state, day, self.program, now_ms)
+            if new_state is not state:
+                self.member_to_state[member_key] = encode_state(new_state)
+            if outcome is not None:
+                member_id = member_key.decode()
+                await self._emit(
+                    member_key,
+                    render_daily(member_id, day, outcome.applied, new_state, self.program),
+                )
+            if index % 1000 == 999:
+                await asyncio.sleep(0)  # let the worker serve others on big partitions
+        metrics.EVENTS.labels(message.topic, "processed").inc()
 
     async def _emit(self, member_key: bytes, outputs: Outputs) -> None:
         for entry in outputs.ledger:

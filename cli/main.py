@@ -30,6 +30,24 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daily(args: argparse.Namespace) -> int:
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    from streams.program import load_program
+    from streams.topics import ensure_topics, send_daily_commands
+
+    settings = from_env()
+    if args.date:
+        day = date.fromisoformat(args.date)
+    else:
+        day = datetime.now(ZoneInfo(load_program(settings.program_path).timezone)).date()
+    ensure_topics(settings)
+    partitions = send_daily_commands(settings, day)
+    print(f"daily jobs of {day.isoformat()} requested on {partitions} partitions")
+    return 0
+
+
 def _kafka(args: argparse.Namespace) -> int:
     from localkafka import broker
 
@@ -65,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run a worker (settings from LOYALTY_* variables)")
     commands.add_parser("topics", help="create the engine's topics that do not exist yet")
 
+    daily = commands.add_parser(
+        "daily", help="run the daily jobs (birthdays, expiry, tier review) for a date"
+    )
+    daily.add_argument("--date", help="YYYY-MM-DD; default: today in the program's time zone")
+
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft)")
     kafka.add_argument("action", choices=["start", "stop", "status", "install"])
     kafka.add_argument("--port", type=int, default=9092)
@@ -79,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"worker": _worker, "topics": _topics, "kafka": _kafka, "demo": _demo}
+    handler = {
+        "worker": _worker,
+        "topics": _topics,
+        "daily": _daily,
+        "kafka": _kafka,
+        "demo": _demo,
+    }
     return handler[args.command](args)
 
 

@@ -210,3 +210,15 @@ def decode_member_event(value: bytes | None, max_bytes: int) -> MemberEvent:
         email=email,
         phone=_optional_text(obj, "phone", 32),
     )
+
+
+def decode_daily_command(value: bytes | None) -> date:
+    """The date of a daily-job command (``{"command": "daily", "date": "YYYY-MM-DD"}``)."""
+    obj = load_object(value, 4096)
+    if obj.get("command") != "daily":
+        raise InvalidEvent(INVALID_VALUE, "field 'command' must be 'daily'")
+    raw = _require(obj, "date")
+    try:
+        return date.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise InvalidEvent(INVALID_VALUE, f"field 'date' is not YYYY-MM-DD: {raw!r}") from None

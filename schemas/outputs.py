@@ -16,6 +16,8 @@ WELCOME_BONUS = "welcome_bonus"
 REFUND_REVERSAL = "refund_reversal"
 COUPON_BONUS = "coupon_bonus"
 MISSION_BONUS = "mission_bonus"
+BIRTHDAY_BONUS = "birthday_bonus"
+EXPIRY = "expiry"
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,12 @@ class MemberState:
     """Event time of each mission's last award."""
     coupons: dict[str, Coupon] = field(default_factory=dict)
     newsletter_coupon_issued: bool = False
+    lots: dict[int, int] = field(default_factory=dict)
+    """Unspent points by the day (ordinal) they were earned; spent and expired oldest first."""
+    birthday_year: int | None = None
+    """Year of the last birthday bonus."""
+    last_daily: str | None = None
+    """Date (YYYY-MM-DD) of the last daily job applied."""
 
 
 def _encode_applied(applied: AppliedEvent) -> list[Any]:
@@ -148,6 +154,9 @@ def encode_state(state: MemberState) -> bytes:
             "mis": state.mission_awarded_s,
             "c": {code: _encode_coupon(coupon) for code, coupon in state.coupons.items()},
             "nl": state.newsletter_coupon_issued,
+            "lots": {str(day): points for day, points in state.lots.items()},
+            "by": state.birthday_year,
+            "d": state.last_daily,
         }
     )
 
@@ -171,4 +180,7 @@ def decode_state(value: bytes | None) -> MemberState:
         mission_awarded_s=raw.get("mis", {}),
         coupons={code: Coupon(code, *fields) for code, fields in raw.get("c", {}).items()},
         newsletter_coupon_issued=raw.get("nl", False),
+        lots={int(day): points for day, points in raw.get("lots", {}).items()},
+        birthday_year=raw.get("by"),
+        last_daily=raw.get("d"),
     )

@@ -77,6 +77,9 @@ class Program:
     welcome_bonus_points: int
     refund_window_days: int
     tier_window_days: int = 365
+    birthday_bonus_points: int = 0
+    expiry_after_days: int = 365
+    expiry_notice_days: int = 7
     tiers: tuple[Tier, ...] = (Tier("bronze", 0, Decimal(1)),)
     """Ascending by ``min_points``; the first has ``min_points = 0``."""
     missions: tuple[Mission, ...] = ()
@@ -186,6 +189,15 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     refund_window_days = refunds.integer("window_days", 1)
     refunds.done()
 
+    birthday = root.section("birthday_bonus")
+    birthday_bonus_points = birthday.integer("points", 0)
+    birthday.done()
+
+    expiry = root.section("expiry")
+    expiry_after_days = expiry.integer("after_days", 1)
+    expiry_notice_days = expiry.integer("notice_days", 0)
+    expiry.done()
+
     tiers_section = root.section("tiers")
     tier_window_days = tiers_section.integer("window_days", 1)
     tiers = []
@@ -253,6 +265,9 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         welcome_bonus_points=welcome_bonus_points,
         refund_window_days=refund_window_days,
         tier_window_days=tier_window_days,
+        birthday_bonus_points=birthday_bonus_points,
+        expiry_after_days=expiry_after_days,
+        expiry_notice_days=expiry_notice_days,
         tiers=tuple(tiers),
         missions=tuple(missions),
         newsletter_coupon=newsletter_coupon,

@@ -7,12 +7,14 @@ a redelivered event re-emits the same records with the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.events import SALE, MemberEvent, Transaction
 from schemas.outputs import (
+    BIRTHDAY_BONUS,
+    EXPIRY,
     FUEL_POINTS,
     Bonus,
     Breakdown,
@@ -35,6 +37,10 @@ POINTS_REVERSED = "points_reversed"
 COUPON_ISSUED = "coupon_issued"
 TIER_CHANGED = "tier_changed"
 MISSION_COMPLETED = "mission_completed"
+BIRTHDAY = "birthday"
+POINTS_EXPIRING = "points_expiring"
+POINTS_EXPIRED = "points_expired"
+DAILY_SOURCE = "daily"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,52 @@ def render_member_event(
     return Outputs(ledger=ledger, reward=reward, notifications=notifications)
 
 
+def render_daily(
+    member_id: str, day: date, applied: AppliedEvent, state: MemberState, program: Program
+) -> Outputs:
+    """Ledger entries, reward event and notifications of one member's daily job."""
+    source_id = f"daily:{day.isoformat()}"
+    scope = (member_id,)
+    occurred_at = iso_from_ms(applied.occurred_s * 1000)
+    details = applied.details
+    points = sum(delta for _, delta in applied.entries)
+    reward = RewardEvent(
+        reward_id=derive_id(DAILY_SOURCE, source_id, *scope, "reward"),
+        member_id=member_id,
+        source_event_id=source_id,
+        source_type=DAILY_SOURCE,
+        station_id=None,
+        occurred_at=occurred_at,
+        processed_at=iso_from_ms(applied.processed_ms),
+        program_version=program.version,
+        points=points,
+        balance_after=applied.balance_after,
+        enrolled=False,
+        tier=tier_named(state.tier, program.tiers).name,
+        tier_change=_tier_change(details),
+    )
+    balance = {"balance": applied.balance_after}
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for reason, delta in applied.entries:
+        if reason == BIRTHDAY_BONUS:
+            messages.append((BIRTHDAY, {**balance, "points": delta}))
+        elif reason == EXPIRY:
+            messages.append((POINTS_EXPIRED, {**balance, "points": -delta}))
+    if "expiring" in details:
+        expiring, expires_on = details["expiring"]
+        messages.append(
+            (POINTS_EXPIRING, {**balance, "points": expiring, "expires_on": expires_on})
+        )
+    if "tier_change" in details:
+        previous, tier = details["tier_change"]
+        messages.append((TIER_CHANGED, {**balance, "tier": tier, "previous_tier": previous}))
+    ledger = _ledger(DAILY_SOURCE, source_id, member_id, applied, program, occurred_at, scope)
+    notifications = _notifications(
+        DAILY_SOURCE, source_id, occurred_at, messages, state, program, member_id, scope
+    )
+    return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+
+
 def _ledger(
     source_kind: str,
     source_id: str,
@@ -187,6 +239,7 @@ def _ledger(
     applied: AppliedEvent,
     program: Program,
     occurred_at: str,
+    id_scope: tuple[str, ...] = (),
 ) -> list[LedgerEntry]:
     points = sum(delta for _, delta in applied.entries)
     balance = applied.balance_after - points
@@ -200,7 +253,7 @@ def _ledger(
         suffix = (reason,) if repeat == 0 else (reason, str(repeat))
         ledger.append(
             LedgerEntry(
-                entry_id=derive_id(source_kind, source_id, "ledger", *suffix),
+                entry_id=derive_id(source_kind, source_id, *id_scope, "ledger", *suffix),
                 member_id=member_id,
                 delta=delta,
                 balance_after=balance,
@@ -235,16 +288,24 @@ def _notifications(
     state: MemberState,
     program: Program,
     member_id: str,
+    id_scope: tuple[str, ...] = (),
 ) -> list[Notification]:
-    locale = state.profile.locale or program.default_locale
+    wanted = state.profile.locale or program.default_locale
     notifications = []
+    seen: dict[str, int] = {}
     for kind, data in messages:
         if kind in program.marketing_kinds and not state.profile.marketing_consent:
             continue
-        title, body = _render(kind, locale, data, program)
+        locale, title, body = _render(kind, wanted, data, program)
+        # A kind can repeat within one event (two missions): number the repeats.
+        repeat = seen.get(kind, 0)
+        seen[kind] = repeat + 1
+        suffix = (kind,) if repeat == 0 else (kind, str(repeat))
         notifications.append(
             Notification(
-                notification_id=derive_id(source_kind, source_id, "notification", kind),
+                notification_id=derive_id(
+                    source_kind, source_id, *id_scope, "notification", *suffix
+                ),
                 member_id=member_id,
                 kind=kind,
                 locale=locale,
@@ -257,12 +318,14 @@ def _notifications(
     return notifications
 
 
-def _render(kind: str, locale: str, data: dict[str, Any], program: Program) -> tuple[str, str]:
-    by_locale = (program.templates or {}).get(kind)
-    if not by_locale:
-        return kind, ""
-    template = by_locale.get(locale) or by_locale.get(locale.split("-")[0]) or by_locale["en"]
-    return template.title.format_map(data), template.body.format_map(data)
+def _render(kind: str, wanted: str, data: dict[str, Any], program: Program) -> tuple[str, str, str]:
+    """(locale actually used, title, body): the member's locale, its language, else en."""
+    by_locale = (program.templates or {}).get(kind, {})
+    for locale in (wanted, wanted.split("-")[0], "en"):
+        template = by_locale.get(locale)
+        if template is not None:
+            return locale, template.title.format_map(data), template.body.format_map(data)
+    return wanted, kind, ""
 
 
 def _breakdown(sale: Transaction, applied: AppliedEvent, program: Program) -> Breakdown:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 
 from streams.program import FuelPointsRule, Mission, Tier
@@ -96,3 +98,10 @@ def mission_completed(
         if start < occurred_s <= now_s and liters >= mission.min_liters
     )
     return qualifying >= mission.sales
+
+
+def is_birthday(birth_date: date, day: date) -> bool:
+    """Whether ``day`` is the birthday; 29 February counts on 28 February in other years."""
+    if (birth_date.month, birth_date.day) == (2, 29) and not calendar.isleap(day.year):
+        return (day.month, day.day) == (2, 28)
+    return (birth_date.month, birth_date.day) == (day.month, day.day)

@@ -34,6 +34,8 @@ class TopicNames:
     """``LOYALTY_TOPIC_REKEYED``: internal; transactions forwarded to their member's partition."""
     members_rekeyed: str = "loyalty.members.rekeyed"
     """``LOYALTY_TOPIC_MEMBERS_REKEYED``: internal; member events forwarded likewise."""
+    daily: str = "loyalty.daily"
+    """``LOYALTY_TOPIC_DAILY``: internal; daily-job commands, one message per partition."""
 
 
 @dataclass(frozen=True)

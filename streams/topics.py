@@ -7,10 +7,12 @@ and serialises each output once, instead of going through Faust's model codecs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import faust
+import orjson
 from faust.types import TopicT
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -32,6 +34,7 @@ class Topics:
     deadletter: TopicT
     rekeyed: TopicT
     members_rekeyed: TopicT
+    daily: TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -49,13 +52,16 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         )
 
     return Topics(
-        member_inputs=raw(names.transactions, names.members, names.rekeyed, names.members_rekeyed),
+        member_inputs=raw(
+            names.transactions, names.members, names.rekeyed, names.members_rekeyed, names.daily
+        ),
         ledger=raw(names.ledger),
         rewards=raw(names.rewards),
         notifications=raw(names.notifications),
         deadletter=raw(names.deadletter),
         rekeyed=raw(names.rekeyed),
         members_rekeyed=raw(names.members_rekeyed),
+        daily=raw(names.daily),
     )
 
 
@@ -70,8 +76,15 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     (their partitions map one to one onto the table changelog partitions).
     """
     names = settings.topics
-    co_partitioned = {names.transactions, names.members, names.rekeyed, names.members_rekeyed}
+    co_partitioned = {
+        names.transactions,
+        names.members,
+        names.rekeyed,
+        names.members_rekeyed,
+        names.daily,
+    }
     wanted = [
+        names.daily,
         names.transactions,
         names.members,
         names.rekeyed,
@@ -114,3 +127,22 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def daily_commands(day: date, partitions: int) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of the command that runs the daily job of ``day`` on every
+    partition; the worker owning each partition applies it to the members it holds."""
+    command = orjson.dumps({"command": "daily", "date": day.isoformat()})
+    return [(p, f"daily:{day.isoformat()}:{p}".encode(), command) for p in range(partitions)]
+
+
+def send_daily_commands(settings: Settings, day: date) -> int:
+    """Publish the daily job of ``day`` (``loyalty daily --date``); return the partitions."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    try:
+        for partition, key, value in daily_commands(day, settings.partitions):
+            producer.send(settings.topics.daily, key=key, value=value, partition=partition)
+        producer.flush()
+    finally:
+        producer.close()
+    return settings.partitions

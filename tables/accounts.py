@@ -8,7 +8,7 @@ the state unchanged and the stored outcome, so the agent can re-emit the very sa
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +23,9 @@ from schemas.events import (
     Transaction,
 )
 from schemas.outputs import (
+    BIRTHDAY_BONUS,
     COUPON_BONUS,
+    EXPIRY,
     FUEL_POINTS,
     MISSION_BONUS,
     REFUND_REVERSAL,
@@ -35,12 +37,14 @@ from streams.program import Program
 from streams.rules import (
     earned_in_window,
     fuel_points,
+    is_birthday,
     mission_completed,
     reversal_points,
     tier_for,
     tier_named,
 )
 from tables import coupons as wallet
+from tables import lots
 
 # Dead-letter reasons produced here.
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
@@ -161,7 +165,14 @@ def _apply_sale(
         enrolled=enrolled,
         details=details,
     )
-    return replace(state, balance=balance, earned_by_day=earned_by_day, tier=tier.name), applied
+    new_state = replace(
+        state,
+        balance=balance,
+        earned_by_day=earned_by_day,
+        tier=tier.name,
+        lots=lots.credit(state.lots, day, credits),
+    )
+    return new_state, applied
 
 
 def _redeem_coupons(
@@ -247,6 +258,7 @@ def _apply_refund(
         balance=balance,
         applied={**state.applied, original_id: updated_original},
         earned_by_day=earned_by_day,
+        lots=lots.debit(state.lots, points),
     )
     return new_state, applied
 
@@ -313,3 +325,73 @@ def _updated_profile(profile: Profile, event: MemberEvent) -> Profile:
         email=event.email if event.email is not None else profile.email,
         phone=event.phone if event.phone is not None else profile.phone,
     )
+
+
+def daily_key(day: date) -> str:
+    """Key of a daily job's outcome among the member's applied member events."""
+    return f"daily:{day.isoformat()}"
+
+
+def apply_daily(
+    state: MemberState, day: date, program: Program, processed_ms: int
+) -> tuple[MemberState, Outcome | None]:
+    """The daily job of ``day`` for one member: birthday bonus, expiry and its notice, tier
+    review (downgrades happen only here). None when there is nothing to do: the job ran for
+    this or a later day already, or the member is not enrolled."""
+    previous = state.member_events.get(daily_key(day))
+    if previous is not None:
+        return state, Outcome(applied=previous, duplicate=True)
+    if state.enrolled_at is None or (state.last_daily or "") >= day.isoformat():
+        return state, None
+
+    ordinal = day.toordinal()
+    entries: list[tuple[str, int]] = []
+    details: dict[str, Any] = {}
+    held = state.lots
+    birth_date = state.profile.birth_date
+    if (
+        birth_date
+        and program.birthday_bonus_points
+        and state.birthday_year != day.year
+        and is_birthday(date.fromisoformat(birth_date), day)
+    ):
+        entries.append((BIRTHDAY_BONUS, program.birthday_bonus_points))
+        held = lots.credit(held, ordinal, program.birthday_bonus_points)
+        state = replace(state, birthday_year=day.year)
+
+    held, expired = lots.expire(held, ordinal - program.expiry_after_days)
+    if expired:
+        entries.append((EXPIRY, -expired))
+    notice_day = ordinal - program.expiry_after_days + program.expiry_notice_days
+    expiring = held.get(notice_day, 0) if program.expiry_notice_days else 0
+    if expiring:
+        expires_on = day + timedelta(days=program.expiry_notice_days)
+        details["expiring"] = [expiring, expires_on.isoformat()]
+
+    tier = tier_named(state.tier, program.tiers)
+    held_tier = tier_for(
+        earned_in_window(state.earned_by_day, ordinal, program.tier_window_days), program.tiers
+    )
+    if held_tier.min_points < tier.min_points:
+        details["tier_change"] = [tier.name, held_tier.name]
+        state = replace(state, tier=held_tier.name)
+
+    balance = state.balance + sum(delta for _, delta in entries)
+    state = replace(state, balance=balance, lots=held, last_daily=day.isoformat())
+    if not entries and not details:
+        return state, None
+    applied = AppliedEvent(
+        occurred_s=_start_of_day_s(day, program),
+        processed_ms=processed_ms,
+        balance_after=balance,
+        liters=Decimal(0),
+        entries=tuple(entries),
+        details=details,
+    )
+    member_events = {**state.member_events, daily_key(day): applied}
+    return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
+
+
+def _start_of_day_s(day: date, program: Program) -> int:
+    midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(program.timezone))
+    return int(midnight.timestamp())

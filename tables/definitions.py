@@ -6,7 +6,9 @@ Tables are changelog-backed and stored in RocksDB; their values are compact byte
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.types import TableT
@@ -32,3 +34,15 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
     return Tables(member_to_state=_raw_table(app, "member_to_state", settings))
+
+
+def partition_items(table: TableT, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) this worker holds in one partition of a raw RocksDB table.
+
+    Faust has no public per-partition iteration; the daily job needs exactly the members of
+    the partition whose command it is processing (their changelog partition).
+    """
+    store: Any = table.data
+    for key, value in store._db_for_partition(partition).items():
+        if key != store.offset_key:  # Faust's own changelog offset lives beside the data
+            yield key, value

@@ -11,7 +11,7 @@ import base64
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ import pytest
 
 from demo.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, send_daily_commands
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
 T0 = datetime.fromisoformat("2026-06-01T08:00:00+02:00")
@@ -223,3 +223,45 @@ def test_member_events_with_a_wrong_key_are_applied_and_bad_ones_dead_lettered(e
     assert reward["enrolled"] is True
     assert sorted(d["reason"] for d in letters()) == ["invalid_value", "invalid_value"]
     assert {d["source_topic"] for d in letters()} == {engine.settings.topics.members}
+
+
+def test_daily_job_through_kafka_gives_the_birthday_bonus_once(engine):
+    m = member()
+    engine.member_event(
+        m, f"{m}-s", "signup", day=0, birth_date="1991-06-20", consents={"marketing": True}
+    )
+    engine.sale(m, f"{m}-1", 10.0, day=1)  # 10 + 100
+    engine.rewards(m, 2)
+    birthday = date(2026, 6, 20)
+    send_daily_commands(engine.settings, birthday)
+    send_daily_commands(engine.settings, birthday)  # the same date again changes nothing
+    send_daily_commands(engine.settings, date(2026, 6, 21))
+    engine.sale(m, f"{m}-2", 10.0, day=21)  # after the jobs on the member's partition
+    rewards = engine.rewards(m, 4)
+    daily = [r for r in rewards if r["source_type"] == "daily"]
+    assert [r["source_event_id"] for r in daily] == ["daily:2026-06-20"]
+    assert engine.ledger(m) == [
+        ("fuel_points", 10, 10),
+        ("welcome_bonus", 100, 110),
+        ("birthday_bonus", 200, 310),
+        ("fuel_points", 10, 320),
+    ]
+    assert "birthday" in [n["kind"] for n in engine.notifications(m)]
+
+
+def test_daily_job_expires_points_a_year_later(engine):
+    m = member()
+    engine.sale(m, f"{m}-1", 20.0, day=0)  # 2026-06-01: 40 + 100
+    engine.rewards(m, 1)
+    send_daily_commands(engine.settings, date(2027, 5, 25))  # notice: expires in 7 days
+    send_daily_commands(engine.settings, date(2027, 6, 1))  # 365 days later
+    engine.sale(m, f"{m}-2", 5.0, day=366)
+    engine.rewards(m, 4)
+    assert engine.ledger(m) == [
+        ("fuel_points", 40, 40),
+        ("welcome_bonus", 100, 140),
+        ("expiry", -140, 0),
+        ("fuel_points", 5, 5),
+    ]
+    kinds = [n["kind"] for n in engine.notifications(m)]
+    assert "points_expiring" in kinds and "points_expired" in kinds

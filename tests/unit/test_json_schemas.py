@@ -1,18 +1,20 @@
 """The JSON Schema files in ``schemas/json/`` agree with the engine.
 
-Pure tests: no broker, no event loop. The input schema is checked against the decoder
-(``schemas.decode``, the authoritative validator) on a table of payloads; the output
+Pure tests: no broker, no event loop. The input schemas are checked against the decoders
+(``schemas.decode``, the authoritative validators) on tables of payloads; the output
 schemas are checked against records rendered by the engine itself.
 
 jsonschema only checks ``format: date-time`` when the optional ``rfc3339-validator``
 package is installed. Without it the timestamp ``pattern`` does the work and the case
 that only a real date-time checker can catch (an impossible calendar date) is skipped.
+``format: date`` (a member's ``birth_date``) needs no extra package.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import inspect
 import json
 from dataclasses import dataclass
@@ -25,19 +27,44 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 import tables.accounts
+from agents.accounts import PROCESSING_ERROR
 from agents.deadletters import dead_letter
-from agents.transactions import PROCESSING_ERROR
 from schemas import decode
-from schemas.decode import InvalidEvent, decode_transaction
-from schemas.outputs import FUEL_POINTS, REFUND_REVERSAL, WELCOME_BONUS
+from schemas.decode import InvalidEvent, decode_member_event, decode_transaction
+from schemas.events import MEMBER_EVENT_TYPES, TRANSACTION_TYPES, MemberEvent, Transaction
+from schemas.outputs import (
+    COUPON_BONUS,
+    FUEL_POINTS,
+    MISSION_BONUS,
+    REFUND_REVERSAL,
+    WELCOME_BONUS,
+)
 from schemas.state import MemberState
+from streams import codes
 from streams.program import load_program
-from streams.rewards import POINTS_EARNED, POINTS_REVERSED, WELCOME, render_outputs
-from tables.accounts import apply_transaction
+from streams.rewards import (
+    COUPON_ISSUED,
+    MISSION_COMPLETED,
+    POINTS_EARNED,
+    POINTS_REVERSED,
+    TIER_CHANGED,
+    WELCOME,
+    render_member_event,
+    render_transaction,
+)
+from tables import coupons as wallet
+from tables.accounts import apply_member_event, apply_transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas" / "json"
-SCHEMA_NAMES = ("transaction", "ledger_entry", "reward_event", "notification", "dead_letter")
+SCHEMA_NAMES = (
+    "transaction",
+    "member_event",
+    "ledger_entry",
+    "reward_event",
+    "notification",
+    "dead_letter",
+)
 MAX_BYTES = 65_536
 HAS_DATE_TIME_FORMAT = "date-time" in FormatChecker.checkers
 
@@ -96,9 +123,37 @@ def test_schema_examples_are_valid(name):
         validator(name).validate(example)
 
 
-def test_transaction_examples_are_accepted_by_the_decoder():
+def test_input_examples_are_accepted_by_the_decoders():
     for example in load_schema("transaction")["examples"]:
         decode_transaction(orjson.dumps(example), MAX_BYTES)
+    for example in load_schema("member_event")["examples"]:
+        decode_member_event(orjson.dumps(example), MAX_BYTES)
+
+
+# JSON field -> record field, where the decoder reads a nested value into a flat field.
+RECORD_FIELD = {"consents": "marketing_consent"}
+
+
+@pytest.mark.parametrize(
+    ("name", "record"), [("transaction", Transaction), ("member_event", MemberEvent)]
+)
+def test_input_schema_names_exactly_the_fields_the_decoder_reads(name, record):
+    """Every decoded field is documented; the required ones are those without a default."""
+    schema = load_schema(name)
+    fields = dataclasses.fields(record)
+    assert {RECORD_FIELD.get(prop, prop) for prop in schema["properties"]} == {
+        field.name for field in fields
+    }
+    assert set(schema["required"]) == {
+        field.name
+        for field in fields
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    }
+
+
+def test_input_type_enums_are_the_engine_types():
+    assert load_schema("transaction")["properties"]["type"]["enum"] == list(TRANSACTION_TYPES)
+    assert load_schema("member_event")["properties"]["type"]["enum"] == list(MEMBER_EVENT_TYPES)
 
 
 # --- 2. Input: the transaction schema agrees with decode_transaction ---------------------
@@ -174,7 +229,7 @@ def test_valid_transaction_passes_decoder_and_schema(payload):
 class Invalid:
     payload: Any
     reason: str
-    """decode_transaction's InvalidEvent.reason, i.e. the dead-letter reason."""
+    """The decoder's InvalidEvent.reason, i.e. the dead-letter reason."""
     field: str | None
     """The field a schema error must point at (None: the whole value)."""
 
@@ -323,6 +378,191 @@ def test_schema_is_stricter_where_the_decoder_is_lenient(payload):
     assert not validator("transaction").is_valid(payload)
 
 
+# --- 2b. Input: the member event schema agrees with decode_member_event ------------------
+
+
+def member_event(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": "crm-20260103-000017",
+        "member_id": "M-100234",
+        "type": "signup",
+        "occurred_at": "2026-01-03T18:30:00+01:00",
+    }
+    for name, value in changes.items():
+        if value is DROP:
+            payload.pop(name, None)
+        else:
+            payload[name] = value
+    return payload
+
+
+EMAIL_254 = "a" * 64 + "@" + "b" * 189
+PHONE_32 = "+" + "3" * 31
+
+VALID_MEMBER_EVENTS: dict[str, Any] = {
+    "minimal signup": member_event(),
+    "signup with every field": member_event(
+        locale="es",
+        birth_date="1990-04-12",
+        consents={"marketing": True},
+        email="ana@example.com",
+        phone="+34600123123",
+        referral_code="6FV109NX",
+    ),
+    "profile_updated": member_event(type="profile_updated", locale="pl", phone="600123123"),
+    "newsletter_subscribed": member_event(type="newsletter_subscribed"),
+    "consents_changed to false": member_event(
+        type="consents_changed", consents={"marketing": False}
+    ),
+    "erase": member_event(type="erase"),
+    "every optional field null": member_event(
+        locale=None,
+        birth_date=None,
+        consents=None,
+        email=None,
+        phone=None,
+        referral_code=None,
+    ),
+    "consents without marketing": member_event(type="consents_changed", consents={}),
+    "null marketing consent": member_event(consents={"marketing": None}),
+    "other consents are ignored": member_event(consents={"sms": "yes", "marketing": True}),
+    "unknown extra fields are ignored": member_event(source="app", device={"os": "ios"}),
+    "ids of exactly 64 characters": member_event(event_id="e" * 64, member_id="m" * 64),
+    "locale of 16 characters": member_event(locale="es-ES-u-nu-latn1"),
+    "non-ASCII locale of 16 code points": member_event(locale="\u00e9" * 16),
+    "locale not checked against a list": member_event(locale="klingon"),
+    "email of 254 characters": member_event(email=EMAIL_254),
+    "email is only checked for an @": member_event(email="@"),
+    "phone of 32 characters": member_event(phone=PHONE_32),
+    "referral_code of 64 characters": member_event(referral_code="r" * 64),
+    "leap-day birth_date": member_event(birth_date="2024-02-29"),
+    "UTC written Z": member_event(occurred_at="2026-01-03T17:30:00Z"),
+    "fractional seconds and negative offset": member_event(
+        occurred_at="2026-01-03T14:30:00.250-03:00"
+    ),
+}
+
+
+@pytest.mark.parametrize("payload", VALID_MEMBER_EVENTS.values(), ids=VALID_MEMBER_EVENTS.keys())
+def test_valid_member_event_passes_decoder_and_schema(payload):
+    decoded = decode_member_event(orjson.dumps(payload), MAX_BYTES)
+    assert decoded.event_id == payload["event_id"]
+    errors = [error.message for error in validator("member_event").iter_errors(payload)]
+    assert errors == []
+
+
+def bad_member_time(occurred_at: Any, reason: str) -> Invalid:
+    return Invalid(member_event(occurred_at=occurred_at), reason, "occurred_at")
+
+
+INVALID_MEMBER_EVENTS: dict[str, Invalid] = {
+    "missing event_id": Invalid(member_event(event_id=DROP), "missing_field", "event_id"),
+    "null member_id": Invalid(member_event(member_id=None), "missing_field", "member_id"),
+    "missing type (no default)": Invalid(member_event(type=DROP), "missing_field", "type"),
+    "null type": Invalid(member_event(type=None), "missing_field", "type"),
+    "missing occurred_at": Invalid(member_event(occurred_at=DROP), "missing_field", "occurred_at"),
+    'type "sale"': Invalid(member_event(type="sale"), "invalid_value", "type"),
+    'type "SIGNUP" (case matters)': Invalid(member_event(type="SIGNUP"), "invalid_value", "type"),
+    "numeric type": Invalid(member_event(type=1), "invalid_value", "type"),
+    "type as a list": Invalid(member_event(type=["signup"]), "invalid_value", "type"),
+    "numeric event_id": Invalid(member_event(event_id=17), "invalid_type", "event_id"),
+    "event_id of 65 chars": Invalid(member_event(event_id=LONG_ID), "out_of_range", "event_id"),
+    "empty member_id": Invalid(member_event(member_id=""), "out_of_range", "member_id"),
+    "naive timestamp": bad_member_time("2026-01-03T18:30:00", "naive_timestamp"),
+    "not a timestamp": bad_member_time("yesterday", "invalid_timestamp"),
+    "occurred_at as epoch number": bad_member_time(1767461400, "invalid_type"),
+    "birth_date not zero-padded": Invalid(
+        member_event(birth_date="1990-4-12"), "invalid_type", "birth_date"
+    ),
+    "birth_date as a number": Invalid(
+        member_event(birth_date=19900412), "invalid_type", "birth_date"
+    ),
+    "birth_date with a time": Invalid(
+        member_event(birth_date="1990-04-12T00:00:00Z"), "invalid_type", "birth_date"
+    ),
+    "empty birth_date": Invalid(member_event(birth_date=""), "invalid_type", "birth_date"),
+    "birth_date 30 February": Invalid(
+        member_event(birth_date="1990-02-30"), "invalid_value", "birth_date"
+    ),
+    "birth_date month 13": Invalid(
+        member_event(birth_date="1990-13-01"), "invalid_value", "birth_date"
+    ),
+    "birth_date year 0": Invalid(
+        member_event(birth_date="0000-01-01"), "invalid_value", "birth_date"
+    ),
+    "birth_date day first": Invalid(
+        member_event(birth_date="12/04/1990"), "invalid_value", "birth_date"
+    ),
+    "empty locale": Invalid(member_event(locale=""), "invalid_type", "locale"),
+    "locale as a list": Invalid(member_event(locale=["es"]), "invalid_type", "locale"),
+    "locale of 17 chars": Invalid(member_event(locale="l" * 17), "out_of_range", "locale"),
+    "empty referral_code": Invalid(member_event(referral_code=""), "invalid_type", "referral_code"),
+    "referral_code of 65 chars": Invalid(
+        member_event(referral_code=LONG_ID), "out_of_range", "referral_code"
+    ),
+    "consents true": Invalid(member_event(consents=True), "invalid_type", "consents"),
+    "consents as a list": Invalid(member_event(consents=[]), "invalid_type", "consents"),
+    "consents as a string": Invalid(member_event(consents="marketing"), "invalid_type", "consents"),
+    "marketing consent as a string": Invalid(
+        member_event(consents={"marketing": "yes"}), "invalid_type", "marketing"
+    ),
+    "marketing consent as 1": Invalid(
+        member_event(consents={"marketing": 1}), "invalid_type", "marketing"
+    ),
+    "email without @": Invalid(member_event(email="ana.example.com"), "invalid_value", "email"),
+    "empty email": Invalid(member_event(email=""), "invalid_type", "email"),
+    "numeric email": Invalid(member_event(email=7), "invalid_type", "email"),
+    "email of 255 chars": Invalid(member_event(email=EMAIL_254 + "c"), "out_of_range", "email"),
+    "empty phone": Invalid(member_event(phone=""), "invalid_type", "phone"),
+    "phone as a number": Invalid(member_event(phone=34600123123), "invalid_type", "phone"),
+    "phone of 33 chars": Invalid(member_event(phone=PHONE_32 + "3"), "out_of_range", "phone"),
+    "value is an array": Invalid([member_event()], "not_an_object", None),
+}
+
+
+@pytest.mark.parametrize("case", INVALID_MEMBER_EVENTS.values(), ids=INVALID_MEMBER_EVENTS.keys())
+def test_invalid_member_event_is_rejected_by_decoder_and_schema_for_the_same_reason(case):
+    with pytest.raises(InvalidEvent) as raised:
+        decode_member_event(orjson.dumps(case.payload), MAX_BYTES)
+    assert raised.value.reason == case.reason
+
+    errors = list(validator("member_event").iter_errors(case.payload))
+    assert errors, "the schema accepted a payload the decoder rejects"
+    assert _errors_point_at(errors, case.field), [error.message for error in errors]
+
+
+def test_member_event_decoder_only_limits_are_enforced_by_the_decoder():
+    cases = [
+        (orjson.dumps(member_event(note="x" * MAX_BYTES)), "too_large"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"{not json", "invalid_json"),
+        (None, "invalid_json"),
+    ]
+    for raw, reason in cases:
+        with pytest.raises(InvalidEvent) as raised:
+            decode_member_event(raw, MAX_BYTES)
+        assert raised.value.reason == reason
+
+
+# Where decode_member_event is more lenient than the published contract (see
+# LENIENT_IN_DECODER): the same timestamp spellings, and ISO week dates as birth dates.
+LENIENT_IN_MEMBER_DECODER: dict[str, dict[str, Any]] = {
+    **{
+        name: member_event(occurred_at=payload["occurred_at"])
+        for name, payload in LENIENT_IN_DECODER.items()
+    },
+    "ISO week date as birth_date": member_event(birth_date="1990-W15-4"),
+}
+
+
+@pytest.mark.parametrize(
+    "payload", LENIENT_IN_MEMBER_DECODER.values(), ids=LENIENT_IN_MEMBER_DECODER.keys()
+)
+def test_member_event_schema_is_stricter_where_the_decoder_is_lenient(payload):
+    decode_member_event(orjson.dumps(payload), MAX_BYTES)  # accepted today (see report)
+    assert not validator("member_event").is_valid(payload)
+
+
 # --- 3. Outputs rendered by the engine validate against their schemas --------------------
 
 PROGRAM = load_program(ROOT / "program" / "default.toml")
@@ -342,60 +582,216 @@ def _assert_matches(name: str, record: Any) -> dict[str, Any]:
     return value
 
 
-def _rendered_scenario() -> list[tuple[str, dict[str, Any]]]:
-    """A new member's sale, a small sale, then two partial refunds of the first sale."""
-    transactions = [
-        sale(),  # enrols: fuel points with the volume multiplier + welcome bonus
-        sale(transaction_id="small", liters=0.5, occurred_at="2026-01-06T07:00:00.5-03:00"),
-        refund(liters=10),
-        refund(transaction_id="second-refund", liters=50),  # capped by what is left
-    ]
+MEMBER = "M-100234"
+NEWSLETTER_EVENT_ID = "crm-20260104-000231"
+NEWSLETTER_COUPON = codes.coupon_code(MEMBER, NEWSLETTER_EVENT_ID)
+SOMEONE_ELSES_COUPON = codes.coupon_code("M-200001", "crm-20260104-000999")
+AS_TYPED = f"{NEWSLETTER_COUPON[:5]}-{NEWSLETTER_COUPON[5:]}".lower()
+"""The newsletter coupon as a cashier might type it."""
+
+SCENARIO: list[tuple[str, dict[str, Any]]] = [
+    # 0: enrols the member, Spanish, with marketing consent: welcome (0 points so far)
+    ("loyalty.members", member_event(locale="es", consents={"marketing": True})),
+    # 1: first subscription: the newsletter coupon, announced (marketing consent given)
+    (
+        "loyalty.members",
+        member_event(
+            event_id=NEWSLETTER_EVENT_ID,
+            type="newsletter_subscribed",
+            occurred_at="2026-01-04T10:00:00+01:00",
+        ),
+    ),
+    # 2: second subscription: no coupon, no notification
+    (
+        "loyalty.members",
+        member_event(
+            event_id="crm-20260104-000232",
+            type="newsletter_subscribed",
+            occurred_at="2026-01-04T10:05:00+01:00",
+        ),
+    ),
+    # 3: first sale: fuel points (volume multiplier), welcome bonus, coupon redeemed
+    ("loyalty.transactions", sale(coupon_codes=[AS_TYPED])),
+    # 4: earns nothing; an unknown code, the used coupon again, someone else's coupon
+    (
+        "loyalty.transactions",
+        sale(
+            transaction_id="small",
+            liters=0.5,
+            occurred_at="2026-01-06T07:00:00.5-03:00",
+            coupon_codes=["SPRING10", NEWSLETTER_COUPON, SOMEONE_ELSES_COUPON],
+        ),
+    ),
+    # 5: third fill in 7 days (mission); 241 + 800 + 150 earned >= 1000: silver
+    (
+        "loyalty.transactions",
+        sale(transaction_id="third-fill", liters=400, occurred_at="2026-01-07T08:00:00+01:00"),
+    ),
+    # 6: earns with the silver multiplier
+    (
+        "loyalty.transactions",
+        sale(transaction_id="silver-fill", liters=20, occurred_at="2026-01-07T09:00:00+01:00"),
+    ),
+    # 7, 8: two partial refunds of the first sale, the second capped by what is left
+    ("loyalty.transactions", refund(liters=10)),
+    ("loyalty.transactions", refund(transaction_id="second-refund", liters=50)),
+    # 9: a profile update
+    (
+        "loyalty.members",
+        member_event(
+            event_id="app-20260108-000001",
+            type="profile_updated",
+            occurred_at="2026-01-08T12:00:00Z",
+            phone="+34600123123",
+        ),
+    ),
+]
+
+KNOWN_LEDGER_REASONS = {FUEL_POINTS, WELCOME_BONUS, COUPON_BONUS, MISSION_BONUS, REFUND_REVERSAL}
+KNOWN_NOTIFICATION_KINDS = {
+    WELCOME,
+    POINTS_EARNED,
+    POINTS_REVERSED,
+    COUPON_ISSUED,
+    TIER_CHANGED,
+    MISSION_COMPLETED,
+}
+KNOWN_COUPON_STATUSES = {
+    wallet.REDEEMED,
+    wallet.UNKNOWN_COUPON,
+    wallet.EXPIRED_COUPON,
+    wallet.COUPON_USED,
+    wallet.NOT_OWNER,
+}
+KNOWN_BONUS_REASONS = {WELCOME_BONUS, COUPON_BONUS, MISSION_BONUS}
+
+
+def _rendered_scenario() -> list[dict[str, Any]]:
+    """The outputs of each input of SCENARIO, every record validated against its schema."""
     state = MemberState()
-    records: list[tuple[str, dict[str, Any]]] = []
-    for index, payload in enumerate(transactions):
-        transaction = decode_transaction(orjson.dumps(payload), MAX_BYTES)
-        state, outcome = apply_transaction(state, transaction, PROGRAM, 1_767_600_452_118 + index)
-        outputs = render_outputs(transaction, outcome.applied, PROGRAM)
-        records += [("ledger_entry", _assert_matches("ledger_entry", e)) for e in outputs.ledger]
-        records.append(("reward_event", _assert_matches("reward_event", outputs.reward)))
-        records += [
-            ("notification", _assert_matches("notification", n)) for n in outputs.notifications
-        ]
-    return records
+    rendered = []
+    for index, (topic, payload) in enumerate(SCENARIO):
+        processed_ms = 1_767_600_452_118 + index
+        if topic == "loyalty.members":
+            event = decode_member_event(orjson.dumps(payload), MAX_BYTES)
+            state, outcome = apply_member_event(state, event, PROGRAM, processed_ms)
+            outputs = render_member_event(event, outcome.applied, state, PROGRAM)
+        else:
+            transaction = decode_transaction(orjson.dumps(payload), MAX_BYTES)
+            state, outcome = apply_transaction(state, transaction, PROGRAM, processed_ms)
+            outputs = render_transaction(transaction, outcome.applied, state, PROGRAM)
+        rendered.append(
+            {
+                "ledger": [_assert_matches("ledger_entry", e) for e in outputs.ledger],
+                "reward": _assert_matches("reward_event", outputs.reward),
+                "notifications": [
+                    _assert_matches("notification", n) for n in outputs.notifications
+                ],
+            }
+        )
+    return rendered
+
+
+def _kinds(outputs: dict[str, Any]) -> list[str]:
+    return [n["kind"] for n in outputs["notifications"]]
 
 
 def test_rendered_outputs_validate_against_their_schemas():
-    records = _rendered_scenario()
-    by_schema: dict[str, list[dict[str, Any]]] = {}
-    for name, value in records:
-        by_schema.setdefault(name, []).append(value)
-    # Non-vacuous: every known reason, kind and both reward shapes were exercised.
-    assert {e["reason"] for e in by_schema["ledger_entry"]} == {
-        FUEL_POINTS,
+    rendered = _rendered_scenario()
+    rewards = [outputs["reward"] for outputs in rendered]
+    notifications = [n for outputs in rendered for n in outputs["notifications"]]
+    # Non-vacuous: every known reason, kind and reward shape was exercised.
+    assert {e["reason"] for outputs in rendered for e in outputs["ledger"]} == (
+        KNOWN_LEDGER_REASONS
+    )
+    assert {n["kind"] for n in notifications} == KNOWN_NOTIFICATION_KINDS
+    assert [r["source_type"] for r in rewards] == [
+        "signup",
+        "newsletter_subscribed",
+        "newsletter_subscribed",
+        "sale",
+        "sale",
+        "sale",
+        "sale",
+        "refund",
+        "refund",
+        "profile_updated",
+    ]
+    signup, issued, again, first, small, third, silver, _, capped, updated = rendered
+
+    # Member events: no station, breakdown or reversal; the signup enrols.
+    for outputs in (signup, issued, again, updated):
+        reward = outputs["reward"]
+        assert reward["station_id"] is reward["breakdown"] is reward["reversal"] is None
+        assert reward["points"] == 0 and outputs["ledger"] == []
+    assert signup["reward"]["enrolled"] and _kinds(signup) == [WELCOME]
+    assert signup["notifications"][0]["data"]["points"] == 0
+    assert issued["reward"]["coupon_issued"]["code"] == NEWSLETTER_COUPON
+    assert _kinds(issued) == [COUPON_ISSUED]
+    assert issued["notifications"][0]["data"]["code"] == NEWSLETTER_COUPON
+    assert again["reward"]["coupon_issued"] is None and _kinds(again) == []
+    assert _kinds(updated) == []
+
+    # Sales: the coupon issued above is redeemed, the other codes are reported.
+    assert not first["reward"]["enrolled"]  # the signup enrolled the member
+    assert first["reward"]["coupons"] == [
+        {"code": NEWSLETTER_COUPON, "status": "redeemed", "benefit": "bonus_points", "value": 100}
+    ]
+    assert [b["reason"] for b in first["reward"]["breakdown"]["bonuses"]] == [
         WELCOME_BONUS,
-        REFUND_REVERSAL,
-    }
-    assert {n["kind"] for n in by_schema["notification"]} == {
-        WELCOME,
-        POINTS_EARNED,
-        POINTS_REVERSED,
-    }
-    rewards = by_schema["reward_event"]
-    assert [r["source_type"] for r in rewards] == ["sale", "sale", "refund", "refund"]
-    assert rewards[0]["breakdown"]["multipliers"] and rewards[0]["breakdown"]["bonuses"]
-    assert rewards[1]["points"] == 0 and rewards[1]["breakdown"]["multipliers"] == []
-    assert rewards[3]["reversal"]["refunded_liters"] < rewards[3]["reversal"]["requested_liters"]
+        COUPON_BONUS,
+    ]
+    assert small["reward"]["points"] == 0 and small["reward"]["breakdown"]["multipliers"] == []
+    assert [c["status"] for c in small["reward"]["coupons"]] == [
+        "unknown_coupon",
+        "coupon_used",
+        "not_owner",
+    ]
+    assert _kinds(small) == []
+    assert third["reward"]["missions"] == ["three_fills_7d"]
+    assert third["reward"]["tier"] == "bronze"
+    assert third["reward"]["tier_change"] == {"from": "bronze", "to": "silver"}
+    assert _kinds(third) == [POINTS_EARNED, MISSION_COMPLETED, TIER_CHANGED]
+    assert silver["reward"]["tier"] == "silver"
+    assert "tier:silver" in [m["name"] for m in silver["reward"]["breakdown"]["multipliers"]]
+    assert silver["reward"]["coupons"] is None and silver["reward"]["missions"] is None
+    reversal = capped["reward"]["reversal"]
+    assert reversal["refunded_liters"] < reversal["requested_liters"]
+
+    # Notifications are rendered in the member's locale, with documented data keys only.
+    data_keys = set(load_schema("notification")["properties"]["data"]["properties"])
+    for notification in notifications:
+        assert notification["locale"] == "es"
+        template = PROGRAM.templates[notification["kind"]]["es"]
+        assert notification["title"] == template.title.format_map(notification["data"])
+        assert notification["body"] and set(notification["data"]) <= data_keys
+
+    # The if/then rules reject rewards whose shape contradicts their source_type.
     reward_schema = validator("reward_event")
-    for reward in rewards:  # breakdown/reversal must match source_type
-        swapped = {**reward, "breakdown": reward["reversal"], "reversal": reward["breakdown"]}
-        assert not reward_schema.is_valid(swapped)
+    for reward in rewards:
+        if reward["source_type"] in TRANSACTION_TYPES:
+            swapped = {**reward, "breakdown": reward["reversal"], "reversal": reward["breakdown"]}
+            assert not reward_schema.is_valid(swapped)
+            assert not reward_schema.is_valid({**reward, "station_id": None})
+        else:
+            assert not reward_schema.is_valid({**reward, "station_id": "ST-0042"})
+            breakdown = first["reward"]["breakdown"]
+            assert not reward_schema.is_valid({**reward, "breakdown": breakdown})
+    unknown = small["reward"]["coupons"][0]
+    with_benefit = {**unknown, "benefit": "bonus_points", "value": 100}
+    assert not reward_schema.is_valid({**small["reward"], "coupons": [with_benefit]})
+    redeemed = dict(first["reward"]["coupons"][0])
+    del redeemed["benefit"]
+    assert not reward_schema.is_valid({**first["reward"], "coupons": [redeemed]})
 
 
 class StandInMessage:
     """The attributes of a Faust ``Message`` that dead_letter reads."""
 
-    def __init__(self, key: bytes | None, value: bytes | None, timestamp: float | None) -> None:
-        self.topic = "loyalty.transactions"
+    def __init__(
+        self, topic: str, key: bytes | None, value: bytes | None, timestamp: float | None
+    ) -> None:
+        self.topic = topic
         self.partition = 3
         self.offset = 1187
         self.timestamp = timestamp
@@ -403,24 +799,32 @@ class StandInMessage:
         self.value = value
 
 
+DECODERS = {"loyalty.transactions": decode_transaction, "loyalty.members": decode_member_event}
+
+
 @pytest.mark.parametrize(
-    ("key", "value", "timestamp"),
+    ("topic", "key", "value", "timestamp"),
     [
-        (b"M-100234", orjson.dumps(sale(liters="20")), 1_767_600_451.907),
-        (b"M-100234", b"\xff\xfe not UTF-8", 1_767_600_451.0),
-        (None, None, None),
+        ("loyalty.transactions", b"M-100234", orjson.dumps(sale(liters="20")), 1_767_600_451.907),
+        ("loyalty.transactions", b"M-100234", b"\xff\xfe not UTF-8", 1_767_600_451.0),
+        ("loyalty.transactions", None, None, None),
+        ("loyalty.members", b"M-100234", orjson.dumps(member_event(type="birthday")), 1.5e9),
     ],
-    ids=["json value", "binary value", "no key, tombstone, no timestamp"],
+    ids=["json value", "binary value", "no key, tombstone, no timestamp", "member event"],
 )
-def test_dead_letter_validates_and_keeps_the_original_bytes(key, value, timestamp):
+def test_dead_letter_validates_and_keeps_the_original_bytes(topic, key, value, timestamp):
     with pytest.raises(InvalidEvent) as raised:
-        decode_transaction(value, MAX_BYTES)
+        DECODERS[topic](value, MAX_BYTES)
     error = raised.value
     record = dead_letter(
-        StandInMessage(key, value, timestamp), error.reason, error.message, 1_767_600_452_131
+        StandInMessage(topic, key, value, timestamp), error.reason, error.message, 1_767_600_452_131
     )
     emitted = _assert_matches("dead_letter", record)
     assert emitted["reason"] == error.reason
+    assert (
+        emitted["source_topic"]
+        in load_schema("dead_letter")["properties"]["source_topic"]["examples"]
+    )
     assert _b64decode(emitted["key_b64"]) == key
     assert _b64decode(emitted["value_b64"]) == value
     assert emitted["timestamp_ms"] == (None if timestamp is None else int(timestamp * 1000))
@@ -463,8 +867,9 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
 @pytest.mark.parametrize(
     ("name", "field", "known"),
     [
-        ("ledger_entry", "reason", {FUEL_POINTS, WELCOME_BONUS, REFUND_REVERSAL}),
-        ("notification", "kind", {WELCOME, POINTS_EARNED, POINTS_REVERSED}),
+        ("ledger_entry", "reason", KNOWN_LEDGER_REASONS),
+        ("notification", "kind", KNOWN_NOTIFICATION_KINDS),
+        ("reward_event", "source_type", {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES}),
     ],
 )
 def test_known_values_are_listed_but_new_values_stay_valid(name, field, known):
@@ -476,6 +881,28 @@ def test_known_values_are_listed_but_new_values_stay_valid(name, field, known):
         assert f"`{value}`" in prop["description"]
     future = {**schema["examples"][0], field: "some_future_value"}
     assert validator(name).is_valid(future)
+
+
+def _at(schema: dict[str, Any], pointer: str) -> dict[str, Any]:
+    node: Any = schema
+    for part in pointer.split("/"):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("pointer", "known"),
+    [
+        ("$defs/coupon_result/properties/status", KNOWN_COUPON_STATUSES),
+        ("$defs/breakdown/properties/bonuses/items/properties/reason", KNOWN_BONUS_REASONS),
+    ],
+)
+def test_known_nested_reward_values_are_listed_but_not_enforced(pointer, known):
+    prop = _at(load_schema("reward_event"), pointer)
+    assert set(prop["examples"]) == known
+    assert "enum" not in prop and "const" not in prop
+    for value in known:
+        assert f"`{value}`" in prop["description"]
 
 
 def test_decoded_numbers_keep_the_json_digits():
