@@ -28,20 +28,32 @@ from schemas.decode import (
     InvalidEvent,
     decode_daily_command,
     decode_member_event,
+    decode_referral_outcome,
     decode_transaction,
 )
-from schemas.events import MemberEvent, Transaction
-from schemas.state import decode_state, encode_state
+from schemas.events import ERASE, MemberEvent, Transaction
+from schemas.state import MemberState, decode_state, encode_state
 from streams.partitioning import owner_partition
 from streams.program import Program
-from streams.rewards import Outputs, render_daily, render_member_event, render_transaction
+from streams.rewards import (
+    Outputs,
+    render_daily,
+    render_erasure,
+    render_member_event,
+    render_referral,
+    render_transaction,
+)
 from streams.settings import Settings
 from streams.topics import Topics
 from tables.accounts import (
+    MEMBER_ERASED,
+    Outcome,
     RejectedTransaction,
     apply_daily,
     apply_member_event,
+    apply_referral_outcome,
     apply_transaction,
+    erased_key,
 )
 from tables.definitions import Tables, partition_items
 
@@ -70,6 +82,7 @@ class AccountProcessor:
         self.program = program
         self.topics = topics
         self.member_to_state = tables.member_to_state
+        self.erased_members = tables.erased_members
         self.clock = clock
         names = settings.topics
         # input topic -> (is a transaction, topic to forward misplaced messages to or None)
@@ -80,6 +93,7 @@ class AccountProcessor:
             names.members_rekeyed: (False, None),
         }
         self.daily_topic = names.daily
+        self.commands_topic = names.member_commands
 
     async def process(self, message: Any) -> None:
         started = time.perf_counter()
@@ -100,6 +114,9 @@ class AccountProcessor:
         if message.topic == self.daily_topic:
             await self._run_daily(message, now_ms)
             return
+        if message.topic == self.commands_topic:
+            await self._apply_referral_outcome(message, now_ms)
+            return
         is_transaction, forward_to = self.routes[message.topic]
         max_bytes = self.settings.max_event_bytes
         event: Transaction | MemberEvent = (
@@ -113,23 +130,62 @@ class AccountProcessor:
             await forward_to.send(key=member_key, value=message.value, partition=owner, force=True)
             metrics.EVENTS.labels(message.topic, "rerouted").inc()
             return
+        self._refuse_erased(member_key)
 
         state = decode_state(self.member_to_state.get(member_key))
         outputs: Outputs
         if isinstance(event, Transaction):
             new_state, outcome = apply_transaction(state, event, self.program, now_ms)
             outputs = render_transaction(event, outcome.applied, new_state, self.program)
+        elif event.type == ERASE:
+            await self._erase(member_key, event, state, now_ms)
+            metrics.EVENTS.labels(message.topic, "processed").inc()
+            return
         else:
             new_state, outcome = apply_member_event(state, event, self.program, now_ms)
             outputs = render_member_event(event, outcome.applied, new_state, self.program)
         if not outcome.duplicate:
             self.member_to_state[member_key] = encode_state(new_state)
         await self._emit(member_key, outputs)
+        self._count(message.topic, outcome, outputs)
 
+    async def _apply_referral_outcome(self, message: Any, now_ms: int) -> None:
+        command = decode_referral_outcome(message.value)
+        member_key = command.member_id.encode()
+        self._refuse_erased(member_key)
+        state = decode_state(self.member_to_state.get(member_key))
+        new_state, outcome = apply_referral_outcome(state, command, self.program, now_ms)
+        if not outcome.duplicate:
+            self.member_to_state[member_key] = encode_state(new_state)
+        outputs = render_referral(command, outcome.applied, new_state, self.program)
+        await self._emit(member_key, outputs)
+        self._count(message.topic, outcome, outputs)
+
+    def _refuse_erased(self, member_key: bytes) -> None:
+        if self.erased_members.get(erased_key(member_key)) is not None:
+            raise RejectedTransaction(MEMBER_ERASED, "the member was erased (GDPR)")
+
+    async def _erase(
+        self, member_key: bytes, event: MemberEvent, state: MemberState, now_ms: int
+    ) -> None:
+        """Forget the member: tombstones in the member table, the code marked erased in the
+        referral registry, and only a hash of the id kept to refuse later events."""
+        if state.referral_code:
+            op = {"op": "erase", "code": state.referral_code}
+            await self._send_referral_op(op)
+        self.member_to_state.pop(member_key, None)
+        self.erased_members[erased_key(member_key)] = b"1"
+        await self.topics.rewards.send(
+            key=member_key,
+            value=orjson.dumps(render_erasure(event, now_ms, self.program)),
+            force=True,
+        )
+
+    def _count(self, topic: str, outcome: Outcome, outputs: Outputs) -> None:
         if outcome.duplicate:
-            metrics.EVENTS.labels(message.topic, "duplicate").inc()
+            metrics.EVENTS.labels(topic, "duplicate").inc()
             return
-        metrics.EVENTS.labels(message.topic, "processed").inc()
+        metrics.EVENTS.labels(topic, "processed").inc()
         for entry in outputs.ledger:
             metrics.LEDGER_ENTRIES.labels(entry.reason).inc()
             metrics.POINTS.labels(entry.reason).inc(abs(entry.delta))
@@ -165,9 +221,20 @@ class AccountProcessor:
             await self.topics.notifications.send(
                 key=member_key, value=orjson.dumps(notification), force=True
             )
+        for op in outputs.referral_ops:
+            await self._send_referral_op(op)
+
+    async def _send_referral_op(self, op: dict[str, Any]) -> None:
+        code = op["code"].encode()
+        partition = owner_partition(code, self.settings.partitions)
+        await self.topics.referrals.send(
+            key=code, value=orjson.dumps(op), partition=partition, force=True
+        )
 
     async def _reject(self, message: Any, reason: str, text: str, now_ms: int) -> None:
-        await send_dead_letter(self.topics.deadletter, message, reason, text, now_ms)
+        # An erased member's later events are refused without keeping their personal data.
+        redact = reason == MEMBER_ERASED
+        await send_dead_letter(self.topics.deadletter, message, reason, text, now_ms, redact)
 
 
 def register(app: faust.App, processor: AccountProcessor) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import orjson
 
-from schemas.events import MEMBER_EVENT_TYPES, SALE, TRANSACTION_TYPES, MemberEvent, Transaction
+from schemas.events import (
+    MEMBER_EVENT_TYPES,
+    SALE,
+    TRANSACTION_TYPES,
+    MemberEvent,
+    ReferralOutcome,
+    Transaction,
+)
 
 # Dead-letter reasons produced here.
 TOO_LARGE = "too_large"
@@ -222,3 +229,16 @@ def decode_daily_command(value: bytes | None) -> date:
         return date.fromisoformat(raw)
     except (TypeError, ValueError):
         raise InvalidEvent(INVALID_VALUE, f"field 'date' is not YYYY-MM-DD: {raw!r}") from None
+
+
+def decode_referral_outcome(value: bytes | None) -> ReferralOutcome:
+    """An internal referral outcome command (written by the engine itself)."""
+    obj = load_object(value, 4096)
+    return ReferralOutcome(
+        member_id=_identifier(obj, "member_id"),  # type: ignore[arg-type]
+        role=_text(obj, "role"),
+        signup_event_id=_identifier(obj, "signup_event_id"),  # type: ignore[arg-type]
+        code=_text(obj, "code"),
+        status=_text(obj, "status"),
+        occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
+    )

@@ -58,3 +58,29 @@ class MemberEvent:
     """``consents.marketing`` when present."""
     email: str | None = None
     phone: str | None = None
+
+
+ACCEPTED = "accepted"
+SELF_REFERRAL = "self_referral"
+UNKNOWN_REFERRAL_CODE = "unknown_referral_code"
+REFERRER_ERASED = "referrer_erased"
+REFEREE = "referee"
+REFERRER = "referrer"
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralOutcome:
+    """Internal command (topic ``loyalty.member-commands``): how a referral claim ended,
+    for one side of it. Sent by the referral agent to the member's own partition."""
+
+    member_id: str
+    """The member this command is for (the referee or the referrer)."""
+    role: str
+    """``referee`` (the new member) or ``referrer`` (the code's owner)."""
+    signup_event_id: str
+    """The signup that typed the code: the id every output of the referral derives from."""
+    code: str
+    status: str
+    """``accepted``, ``self_referral``, ``unknown_referral_code`` or ``referrer_erased``."""
+    occurred_at: datetime
+    """Event time of the signup."""

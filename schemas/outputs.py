@@ -18,6 +18,7 @@ COUPON_BONUS = "coupon_bonus"
 MISSION_BONUS = "mission_bonus"
 BIRTHDAY_BONUS = "birthday_bonus"
 EXPIRY = "expiry"
+REFERRAL_BONUS = "referral_bonus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,9 @@ class RewardEvent:
     """Missions this sale completed."""
     coupon_issued: dict[str, Any] | None = None
     """A coupon this event issued: ``code``, ``benefit``, ``value``, ``expires_at``."""
+    referral: dict[str, Any] | None = None
+    """A referral's outcome for this member: ``code``, ``status`` (``accepted``,
+    ``self_referral``, ``unknown_referral_code``, ``referrer_erased``), ``role``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,8 @@ class MemberState:
     """Year of the last birthday bonus."""
     last_daily: str | None = None
     """Date (YYYY-MM-DD) of the last daily job applied."""
+    referred: bool = False
+    """True once a signup of this member claimed a referral code (once per member)."""
 
 
 def _encode_applied(applied: AppliedEvent) -> list[Any]:
@@ -157,6 +159,7 @@ def encode_state(state: MemberState) -> bytes:
             "lots": {str(day): points for day, points in state.lots.items()},
             "by": state.birthday_year,
             "d": state.last_daily,
+            "rf": state.referred,
         }
     )
 
@@ -183,4 +186,5 @@ def decode_state(value: bytes | None) -> MemberState:
         lots={int(day): points for day, points in raw.get("lots", {}).items()},
         birthday_year=raw.get("by"),
         last_daily=raw.get("d"),
+        referred=raw.get("rf", False),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import accounts, daily, web
+from agents import accounts, daily, referrals, web
 from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
 from streams.program import load_program
@@ -38,6 +38,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     topics = declare_topics(app, settings)
     tables = define_tables(app, settings)
     accounts.register(app, AccountProcessor(settings, program, topics, tables, clock))
+    referrals.register(app, referrals.ReferralProcessor(settings, topics, tables))
     daily.register(app, settings, program, topics)
     web.register(app)
     return app

@@ -78,6 +78,8 @@ class Program:
     refund_window_days: int
     tier_window_days: int = 365
     birthday_bonus_points: int = 0
+    referrer_points: int = 0
+    referee_points: int = 0
     expiry_after_days: int = 365
     expiry_notice_days: int = 7
     tiers: tuple[Tier, ...] = (Tier("bronze", 0, Decimal(1)),)
@@ -189,6 +191,11 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     refund_window_days = refunds.integer("window_days", 1)
     refunds.done()
 
+    referral = root.section("referral")
+    referrer_points = referral.integer("referrer_points", 0)
+    referee_points = referral.integer("referee_points", 0)
+    referral.done()
+
     birthday = root.section("birthday_bonus")
     birthday_bonus_points = birthday.integer("points", 0)
     birthday.done()
@@ -266,6 +273,8 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         refund_window_days=refund_window_days,
         tier_window_days=tier_window_days,
         birthday_bonus_points=birthday_bonus_points,
+        referrer_points=referrer_points,
+        referee_points=referee_points,
         expiry_after_days=expiry_after_days,
         expiry_notice_days=expiry_notice_days,
         tiers=tuple(tiers),

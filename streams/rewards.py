@@ -6,12 +6,12 @@ a redelivered event re-emits the same records with the same ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import SALE, MemberEvent, Transaction
+from schemas.events import SALE, MemberEvent, ReferralOutcome, Transaction
 from schemas.outputs import (
     BIRTHDAY_BONUS,
     EXPIRY,
@@ -41,6 +41,8 @@ BIRTHDAY = "birthday"
 POINTS_EXPIRING = "points_expiring"
 POINTS_EXPIRED = "points_expired"
 DAILY_SOURCE = "daily"
+REFERRAL_SOURCE = "referral"
+REFERRAL_BONUS_KIND = "referral_bonus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,29 @@ class Outputs:
     ledger: list[LedgerEntry]
     reward: RewardEvent
     notifications: list[Notification]
+    referral_ops: list[dict[str, Any]] = field(default_factory=list)
+    """Messages for the referral-code registry (topic ``loyalty.referrals``, key ``code``)."""
+
+
+def referral_ops(
+    member_id: str, applied: AppliedEvent, state: MemberState, signup: MemberEvent | None = None
+) -> list[dict[str, Any]]:
+    """Register the code of a member this event enrolled; claim the code a signup typed."""
+    ops: list[dict[str, Any]] = []
+    if applied.enrolled and state.referral_code:
+        ops.append({"op": "register", "code": state.referral_code, "member_id": member_id})
+    claim = applied.details.get("referral_claim")
+    if claim and signup is not None:
+        ops.append(
+            {
+                "op": "claim",
+                "code": claim,
+                "member_id": member_id,
+                "signup_event_id": signup.event_id,
+                "occurred_at": signup.occurred_at.isoformat(),
+            }
+        )
+    return ops
 
 
 def iso_from_ms(epoch_ms: int) -> str:
@@ -122,7 +147,8 @@ def render_transaction(
         program,
         transaction.member_id,
     )
-    return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+    ops = referral_ops(transaction.member_id, applied, state)
+    return Outputs(ledger=ledger, reward=reward, notifications=notifications, referral_ops=ops)
 
 
 def render_member_event(
@@ -182,6 +208,50 @@ def render_member_event(
     )
     ledger = _ledger(
         MEMBER_EVENT_SOURCE, event.event_id, event.member_id, applied, program, occurred_at
+    )
+    ops = referral_ops(event.member_id, applied, state, event)
+    return Outputs(ledger=ledger, reward=reward, notifications=notifications, referral_ops=ops)
+
+
+def render_referral(
+    outcome: ReferralOutcome, applied: AppliedEvent, state: MemberState, program: Program
+) -> Outputs:
+    """Ledger entry, reward event and notification of one side of a referral."""
+    source_id = outcome.signup_event_id
+    scope = (outcome.role,)
+    occurred_at = outcome.occurred_at.isoformat()
+    points = sum(delta for _, delta in applied.entries)
+    reward = RewardEvent(
+        reward_id=derive_id(REFERRAL_SOURCE, source_id, *scope, "reward"),
+        member_id=outcome.member_id,
+        source_event_id=source_id,
+        source_type=REFERRAL_SOURCE,
+        station_id=None,
+        occurred_at=occurred_at,
+        processed_at=iso_from_ms(applied.processed_ms),
+        program_version=program.version,
+        points=points,
+        balance_after=applied.balance_after,
+        enrolled=False,
+        tier=tier_named(state.tier, program.tiers).name,
+        referral=applied.details.get("referral"),
+    )
+    messages: list[tuple[str, dict[str, Any]]] = []
+    if points:
+        data = {"points": points, "balance": applied.balance_after, "code": outcome.code}
+        messages.append((REFERRAL_BONUS_KIND, data))
+    ledger = _ledger(
+        REFERRAL_SOURCE, source_id, outcome.member_id, applied, program, occurred_at, scope
+    )
+    notifications = _notifications(
+        REFERRAL_SOURCE,
+        source_id,
+        occurred_at,
+        messages,
+        state,
+        program,
+        outcome.member_id,
+        scope,
     )
     return Outputs(ledger=ledger, reward=reward, notifications=notifications)
 
@@ -340,4 +410,22 @@ def _breakdown(sale: Transaction, applied: AppliedEvent, program: Program) -> Br
         bonuses=[
             Bonus(reason, delta) for reason, delta in applied.entries if reason != FUEL_POINTS
         ],
+    )
+
+
+def render_erasure(event: MemberEvent, now_ms: int, program: Program) -> RewardEvent:
+    """The erase's own reward event: the last output naming the member, for downstream
+    services to erase their copies too."""
+    return RewardEvent(
+        reward_id=derive_id(MEMBER_EVENT_SOURCE, event.event_id, "reward"),
+        member_id=event.member_id,
+        source_event_id=event.event_id,
+        source_type=event.type,
+        station_id=None,
+        occurred_at=event.occurred_at.isoformat(),
+        processed_at=iso_from_ms(now_ms),
+        program_version=program.version,
+        points=0,
+        balance_after=0,
+        enrolled=False,
     )

@@ -36,6 +36,12 @@ class TopicNames:
     """``LOYALTY_TOPIC_MEMBERS_REKEYED``: internal; member events forwarded likewise."""
     daily: str = "loyalty.daily"
     """``LOYALTY_TOPIC_DAILY``: internal; daily-job commands, one message per partition."""
+    referrals: str = "loyalty.referrals"
+    """``LOYALTY_TOPIC_REFERRALS``: internal; referral-code registrations and claims, keyed
+    by code."""
+    member_commands: str = "loyalty.member-commands"
+    """``LOYALTY_TOPIC_MEMBER_COMMANDS``: internal; referral outcomes sent to a member's
+    partition, keyed by member_id."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ class Topics:
     rekeyed: TopicT
     members_rekeyed: TopicT
     daily: TopicT
+    referrals: TopicT
+    member_commands: TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -53,7 +55,12 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
     return Topics(
         member_inputs=raw(
-            names.transactions, names.members, names.rekeyed, names.members_rekeyed, names.daily
+            names.transactions,
+            names.members,
+            names.rekeyed,
+            names.members_rekeyed,
+            names.daily,
+            names.member_commands,
         ),
         ledger=raw(names.ledger),
         rewards=raw(names.rewards),
@@ -62,6 +69,8 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         rekeyed=raw(names.rekeyed),
         members_rekeyed=raw(names.members_rekeyed),
         daily=raw(names.daily),
+        referrals=raw(names.referrals),
+        member_commands=raw(names.member_commands),
     )
 
 
@@ -82,9 +91,13 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         names.rekeyed,
         names.members_rekeyed,
         names.daily,
+        names.referrals,
+        names.member_commands,
     }
     wanted = [
         names.daily,
+        names.referrals,
+        names.member_commands,
         names.transactions,
         names.members,
         names.rekeyed,

@@ -7,6 +7,7 @@ the state unchanged and the stored outcome, so the agent can re-emit the very sa
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -14,12 +15,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.events import (
+    ACCEPTED,
     CONSENTS_CHANGED,
     NEWSLETTER_SUBSCRIBED,
     PROFILE_UPDATED,
+    REFERRER,
     SALE,
     SIGNUP,
     MemberEvent,
+    ReferralOutcome,
     Transaction,
 )
 from schemas.outputs import (
@@ -28,6 +32,7 @@ from schemas.outputs import (
     EXPIRY,
     FUEL_POINTS,
     MISSION_BONUS,
+    REFERRAL_BONUS,
     REFUND_REVERSAL,
     WELCOME_BONUS,
 )
@@ -49,6 +54,7 @@ from tables import lots
 # Dead-letter reasons produced here.
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
 STALE_TRANSACTION = "stale_transaction"
+MEMBER_ERASED = "member_erased"
 
 _DAY_S = 86_400
 
@@ -278,6 +284,10 @@ def apply_member_event(
     enrolled = event.type == SIGNUP and state.enrolled_at is None
     if enrolled:
         state = _enrol(state, event.occurred_at, event.member_id)
+    if event.type == SIGNUP and event.referral_code and not state.referred:
+        # Answered by the partition owning the code: see agents/referrals.py.
+        details["referral_claim"] = codes.normalize(event.referral_code)
+        state = replace(state, referred=True)
     if (
         event.type == NEWSLETTER_SUBSCRIBED
         and not state.newsletter_coupon_issued
@@ -395,3 +405,51 @@ def apply_daily(
 def _start_of_day_s(day: date, program: Program) -> int:
     midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(program.timezone))
     return int(midnight.timestamp())
+
+
+def referral_key(outcome: ReferralOutcome) -> str:
+    """Key of a referral outcome among the member's applied member events."""
+    return f"referral:{outcome.role}:{outcome.signup_event_id}"
+
+
+def apply_referral_outcome(
+    state: MemberState, outcome: ReferralOutcome, program: Program, processed_ms: int
+) -> tuple[MemberState, Outcome]:
+    """Credit one side of an accepted referral; record a refused one (nothing credited)."""
+    key = referral_key(outcome)
+    previous = state.member_events.get(key)
+    if previous is not None:
+        return state, Outcome(applied=previous, duplicate=True)
+    occurred_s = int(outcome.occurred_at.timestamp())
+    entries: tuple[tuple[str, int], ...] = ()
+    points = program.referrer_points if outcome.role == REFERRER else program.referee_points
+    if outcome.status == ACCEPTED and points:
+        entries = ((REFERRAL_BONUS, points),)
+    balance = state.balance + points if entries else state.balance
+    day = day_of(occurred_s, program)
+    applied = AppliedEvent(
+        occurred_s=occurred_s,
+        processed_ms=processed_ms,
+        balance_after=balance,
+        liters=Decimal(0),
+        entries=entries,
+        details={
+            "referral": {"code": outcome.code, "status": outcome.status, "role": outcome.role}
+        },
+    )
+    credited = points if entries else 0
+    new_state = replace(
+        state,
+        balance=balance,
+        lots=lots.credit(state.lots, day, credited),
+        earned_by_day={**state.earned_by_day, day: state.earned_by_day.get(day, 0) + credited}
+        if credited
+        else state.earned_by_day,
+        member_events={**state.member_events, key: applied},
+    )
+    return new_state, Outcome(applied=applied, duplicate=False)
+
+
+def erased_key(member_key: bytes) -> bytes:
+    """What the engine keeps of an erased member: a hash that refuses their later events."""
+    return hashlib.sha256(b"erased\x1f" + member_key).digest()

@@ -20,6 +20,12 @@ from streams.settings import Settings
 class Tables:
     member_to_state: TableT
     """member_id (UTF-8) -> encoded ``schemas.state.MemberState``."""
+    erased_members: TableT
+    """SHA-256 of an erased member_id -> b"1": later events for it are refused, and the
+    member id itself is not kept."""
+    referral_code_to_member: TableT
+    """Referral code -> member_id of its owner (b"" once the owner was erased). Keyed and
+    partitioned by code, so a claim is answered by one partition."""
 
 
 def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
@@ -33,7 +39,11 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:
-    return Tables(member_to_state=_raw_table(app, "member_to_state", settings))
+    return Tables(
+        member_to_state=_raw_table(app, "member_to_state", settings),
+        erased_members=_raw_table(app, "erased_members", settings),
+        referral_code_to_member=_raw_table(app, "referral_code_to_member", settings),
+    )
 
 
 def partition_items(table: TableT, partition: int) -> Iterator[tuple[bytes, bytes]]:

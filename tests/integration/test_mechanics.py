@@ -265,3 +265,86 @@ def test_daily_job_expires_points_a_year_later(engine):
     ]
     kinds = [n["kind"] for n in engine.notifications(m)]
     assert "points_expiring" in kinds and "points_expired" in kinds
+
+
+def referral_code_of(engine: Engine, m: str) -> str:
+    engine.reader.wait_for(
+        lambda r: any(n["kind"] == "welcome" for n in engine.notifications(m)),
+        30,
+        f"the welcome notification of {m}",
+    )
+    welcome = next(n for n in engine.notifications(m) if n["kind"] == "welcome")
+    return welcome["data"]["referral_code"]
+
+
+def test_referral_credits_both_members_once(engine):
+    referrer, friend = member(), member()
+    engine.member_event(referrer, f"{referrer}-s", "signup", day=0)
+    code = referral_code_of(engine, referrer)
+    engine.member_event(friend, f"{friend}-s", "signup", day=1, referral_code=code.lower())
+    engine.member_event(friend, f"{friend}-s2", "signup", day=2, referral_code=code)  # once only
+    friend_rewards = engine.rewards(friend, 3)
+    referral = [r for r in friend_rewards if r["source_type"] == "referral"]
+    assert [r["referral"] for r in referral] == [
+        {"code": code, "status": "accepted", "role": "referee"}
+    ]
+    referrer_rewards = engine.rewards(referrer, 2)
+    assert referrer_rewards[1]["referral"]["role"] == "referrer"
+    assert engine.ledger(friend) == [("referral_bonus", 50, 50)]
+    assert engine.ledger(referrer) == [("referral_bonus", 100, 100)]
+
+
+def test_self_referral_and_unknown_codes_give_nothing_and_say_why(engine):
+    m, other = member(), member()
+    engine.sale(m, f"{m}-1", 10.0, day=0)  # enrolled by a card scan at the pump
+    code = referral_code_of(engine, m)
+    engine.member_event(m, f"{m}-s", "signup", day=1, referral_code=code)
+    engine.member_event(other, f"{other}-s", "signup", day=1, referral_code="ZZZZ9999")
+    mine = [r for r in engine.rewards(m, 3) if r["source_type"] == "referral"]
+    theirs = [r for r in engine.rewards(other, 2) if r["source_type"] == "referral"]
+    assert mine[0]["referral"]["status"] == "self_referral"
+    assert theirs[0]["referral"]["status"] == "unknown_referral_code"
+    assert engine.ledger(m) == [("fuel_points", 10, 10), ("welcome_bonus", 100, 110)]
+    assert engine.ledger(other) == []
+
+
+def test_erase_forgets_the_member_and_refuses_later_events(engine):
+    m, friend = member(), member()
+    engine.member_event(
+        m, f"{m}-s", "signup", day=0, email=f"{m}@example.com", phone="+34600111222"
+    )
+    code = referral_code_of(engine, m)
+    engine.sale(m, f"{m}-1", 10.0, day=1)
+    engine.rewards(m, 2)
+    engine.member_event(m, f"{m}-e", "erase", day=2)
+    engine.sale(m, f"{m}-2", 10.0, day=3)  # after the erase: refused
+    engine.member_event(friend, f"{friend}-s", "signup", day=4, referral_code=code)
+    friend_rewards = engine.rewards(friend, 2)
+    assert friend_rewards[1]["referral"]["status"] == "referrer_erased"
+    deadletter = engine.settings.topics.deadletter
+    engine.reader.wait_for(
+        lambda r: any(d["reason"] == "member_erased" for d in r.values(deadletter)),
+        30,
+        "the refused sale's dead letter",
+    )
+    refused = [d for d in engine.reader.values(deadletter) if d["reason"] == "member_erased"]
+    assert len(refused) == 1
+    assert refused[0]["value_b64"] is None and refused[0]["key_b64"] is None
+    erase = engine.rewards(m, 3)[2]
+    assert erase["source_type"] == "erase"
+    # Nothing names the member after the erase: no output of the refused sale, the erase
+    # is the member's last reward, and no output ever carried their contact data.
+    outputs = [v for topic in engine.reader.records for v in engine.reader.values(topic)]
+    assert not [v for v in outputs if v.get("source_event_id") == f"{m}-2"]
+    assert engine.of(engine.settings.topics.rewards, m, "reward_id")[-1] == erase
+    assert not [v for v in outputs if f"{m}@example.com" in orjson.dumps(v).decode()]
+    changelog = f"{engine.settings.app_id}-member_to_state-changelog"
+    table = TopicReader(engine.settings.kafka_bootstrap, changelog)
+    try:
+        table.wait_for(
+            lambda r: any(x.key == m.encode() and x.value is None for x in r.records[changelog]),
+            30,
+            "the member's tombstone in the table changelog",
+        )
+    finally:
+        table.close()
