@@ -113,6 +113,30 @@ def apply_transaction(
     return new_state, Outcome(applied=applied, duplicate=False)
 
 
+def _credit(
+    state: MemberState, day: int, points: int, program: Program, details: dict[str, Any]
+) -> MemberState:
+    """Add earned points to the day's lot and tier earning; upgrade at once on crossing a
+    threshold (recorded in ``details["tier_change"]``)."""
+    if points <= 0:
+        return state
+    earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + points}
+    tier = tier_named(state.tier, program.tiers)
+    reached = tier_for(
+        earned_in_window(earned_by_day, day, program.tier_window_days), program.tiers
+    )
+    if reached.min_points > tier.min_points:
+        details["tier_change"] = [tier.name, reached.name]
+        tier = reached
+    return replace(
+        state,
+        balance=state.balance + points,
+        earned_by_day=earned_by_day,
+        lots=lots.credit(state.lots, day, points),
+        tier=tier.name,
+    )
+
+
 def _newest_occurred_s(state: MemberState) -> int:
     return max((record.occurred_s for record in state.applied.values()), default=0)
 
@@ -150,35 +174,20 @@ def _apply_sale(
     if missions:
         details["missions"] = missions
 
-    credits = sum(delta for _, delta in entries)
-    day = day_of(occurred_s, program)
-    earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + credits}
-    reached = tier_for(
-        earned_in_window(earned_by_day, day, program.tier_window_days), program.tiers
-    )
     details["tier"] = tier.name
-    if reached.min_points > tier.min_points:
-        details["tier_change"] = [tier.name, reached.name]
-        tier = reached
-
-    balance = state.balance + credits
+    state = _credit(
+        state, day_of(occurred_s, program), sum(d for _, d in entries), program, details
+    )
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
-        balance_after=balance,
+        balance_after=state.balance,
         liters=sale.liters,
         entries=tuple(entries),
         enrolled=enrolled,
         details=details,
     )
-    new_state = replace(
-        state,
-        balance=balance,
-        earned_by_day=earned_by_day,
-        tier=tier.name,
-        lots=lots.credit(state.lots, day, credits),
-    )
-    return new_state, applied
+    return state, applied
 
 
 def _redeem_coupons(
@@ -357,7 +366,6 @@ def apply_daily(
     ordinal = day.toordinal()
     entries: list[tuple[str, int]] = []
     details: dict[str, Any] = {}
-    held = state.lots
     birth_date = state.profile.birth_date
     if (
         birth_date
@@ -366,10 +374,10 @@ def apply_daily(
         and is_birthday(date.fromisoformat(birth_date), day)
     ):
         entries.append((BIRTHDAY_BONUS, program.birthday_bonus_points))
-        held = lots.credit(held, ordinal, program.birthday_bonus_points)
         state = replace(state, birthday_year=day.year)
+        state = _credit(state, ordinal, program.birthday_bonus_points, program, details)
 
-    held, expired = lots.expire(held, ordinal - program.expiry_after_days)
+    held, expired = lots.expire(state.lots, ordinal - program.expiry_after_days)
     if expired:
         entries.append((EXPIRY, -expired))
     notice_day = ordinal - program.expiry_after_days + program.expiry_notice_days
@@ -386,7 +394,7 @@ def apply_daily(
         details["tier_change"] = [tier.name, held_tier.name]
         state = replace(state, tier=held_tier.name)
 
-    balance = state.balance + sum(delta for _, delta in entries)
+    balance = state.balance - expired
     state = replace(state, balance=balance, lots=held, last_daily=day.isoformat())
     if not entries and not details:
         return state, None
@@ -425,28 +433,20 @@ def apply_referral_outcome(
     points = program.referrer_points if outcome.role == REFERRER else program.referee_points
     if outcome.status == ACCEPTED and points:
         entries = ((REFERRAL_BONUS, points),)
-    balance = state.balance + points if entries else state.balance
-    day = day_of(occurred_s, program)
+    details: dict[str, Any] = {
+        "referral": {"code": outcome.code, "status": outcome.status, "role": outcome.role}
+    }
+    credited = sum(delta for _, delta in entries)
+    state = _credit(state, day_of(occurred_s, program), credited, program, details)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
-        balance_after=balance,
+        balance_after=state.balance,
         liters=Decimal(0),
         entries=entries,
-        details={
-            "referral": {"code": outcome.code, "status": outcome.status, "role": outcome.role}
-        },
+        details=details,
     )
-    credited = points if entries else 0
-    new_state = replace(
-        state,
-        balance=balance,
-        lots=lots.credit(state.lots, day, credited),
-        earned_by_day={**state.earned_by_day, day: state.earned_by_day.get(day, 0) + credited}
-        if credited
-        else state.earned_by_day,
-        member_events={**state.member_events, key: applied},
-    )
+    new_state = replace(state, member_events={**state.member_events, key: applied})
     return new_state, Outcome(applied=applied, duplicate=False)
 
 

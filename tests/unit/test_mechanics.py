@@ -205,3 +205,25 @@ def test_profile_updates_keep_absent_fields_and_duplicates_change_nothing():
     again, (replay,) = run(state, member_event("p", "profile_updated", phone="+1"))
     assert replay.duplicate and again is state
     assert decode_state(encode_state(state)) == state
+
+
+def test_discount_coupons_are_validated_and_marked_used_for_the_pos():
+    import tomllib
+
+    from streams.program import parse_program
+
+    data = tomllib.loads(Path("program/default.toml").read_text())
+    data["coupons"]["newsletter"] = {"benefit": "discount_percent", "value": 10, "valid_days": 30}
+    program = parse_program(data)
+    state, _ = apply_member_event(
+        MemberState(), member_event("n1", "newsletter_subscribed"), program, NOW_MS
+    )
+    code = newsletter_coupon(state)
+    state, used = apply_transaction(
+        state, sale("a", "10", days=1, coupons=(code,)), program, NOW_MS
+    )
+    assert used.applied.details["coupons"] == [
+        {"code": code, "status": "redeemed", "benefit": "discount_percent", "value": 10}
+    ]
+    assert [reason for reason, _ in used.applied.entries] == ["fuel_points", "welcome_bonus"]
+    assert state.coupons[code].used_by == "a"
