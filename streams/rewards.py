@@ -95,18 +95,15 @@ def render_transaction(
     points = sum(delta for _, delta in applied.entries)
     is_sale = transaction.type == SALE
     details = applied.details
-    reward = RewardEvent(
-        reward_id=derive_id(TRANSACTION_SOURCE, source_id, "reward"),
-        member_id=transaction.member_id,
-        source_event_id=source_id,
-        source_type=transaction.type,
+    reward = _reward(
+        TRANSACTION_SOURCE,
+        source_id,
+        transaction.member_id,
+        transaction.type,
+        transaction.occurred_at.isoformat(),
+        applied,
+        program,
         station_id=transaction.station_id,
-        occurred_at=transaction.occurred_at.isoformat(),
-        processed_at=iso_from_ms(applied.processed_ms),
-        program_version=program.version,
-        points=points,
-        balance_after=applied.balance_after,
-        enrolled=applied.enrolled,
         breakdown=_breakdown(transaction, applied, program) if is_sale else None,
         reversal=None
         if is_sale
@@ -167,18 +164,14 @@ def render_member_event(
             "value": coupon.value,
             "expires_at": iso_from_ms(coupon.expires_s * 1000),
         }
-    reward = RewardEvent(
-        reward_id=derive_id(MEMBER_EVENT_SOURCE, event.event_id, "reward"),
-        member_id=event.member_id,
-        source_event_id=event.event_id,
-        source_type=event.type,
-        station_id=None,
-        occurred_at=occurred_at,
-        processed_at=iso_from_ms(applied.processed_ms),
-        program_version=program.version,
-        points=sum(delta for _, delta in applied.entries),
-        balance_after=applied.balance_after,
-        enrolled=applied.enrolled,
+    reward = _reward(
+        MEMBER_EVENT_SOURCE,
+        event.event_id,
+        event.member_id,
+        event.type,
+        occurred_at,
+        applied,
+        program,
         coupon_issued=issued,
     )
     messages: list[tuple[str, dict[str, Any]]] = []
@@ -221,18 +214,15 @@ def render_referral(
     scope = (outcome.role,)
     occurred_at = outcome.occurred_at.isoformat()
     points = sum(delta for _, delta in applied.entries)
-    reward = RewardEvent(
-        reward_id=derive_id(REFERRAL_SOURCE, source_id, *scope, "reward"),
-        member_id=outcome.member_id,
-        source_event_id=source_id,
-        source_type=REFERRAL_SOURCE,
-        station_id=None,
-        occurred_at=occurred_at,
-        processed_at=iso_from_ms(applied.processed_ms),
-        program_version=program.version,
-        points=points,
-        balance_after=applied.balance_after,
-        enrolled=False,
+    reward = _reward(
+        REFERRAL_SOURCE,
+        source_id,
+        outcome.member_id,
+        REFERRAL_SOURCE,
+        occurred_at,
+        applied,
+        program,
+        scope,
         tier=tier_named(state.tier, program.tiers).name,
         referral=applied.details.get("referral"),
     )
@@ -264,19 +254,15 @@ def render_daily(
     scope = (member_id,)
     occurred_at = iso_from_ms(applied.occurred_s * 1000)
     details = applied.details
-    points = sum(delta for _, delta in applied.entries)
-    reward = RewardEvent(
-        reward_id=derive_id(DAILY_SOURCE, source_id, *scope, "reward"),
-        member_id=member_id,
-        source_event_id=source_id,
-        source_type=DAILY_SOURCE,
-        station_id=None,
-        occurred_at=occurred_at,
-        processed_at=iso_from_ms(applied.processed_ms),
-        program_version=program.version,
-        points=points,
-        balance_after=applied.balance_after,
-        enrolled=False,
+    reward = _reward(
+        DAILY_SOURCE,
+        source_id,
+        member_id,
+        DAILY_SOURCE,
+        occurred_at,
+        applied,
+        program,
+        scope,
         tier=tier_named(state.tier, program.tiers).name,
         tier_change=_tier_change(details),
     )
@@ -300,6 +286,34 @@ def render_daily(
         DAILY_SOURCE, source_id, occurred_at, messages, state, program, member_id, scope
     )
     return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+
+
+def _reward(
+    source_kind: str,
+    source_id: str,
+    member_id: str,
+    source_type: str,
+    occurred_at: str,
+    applied: AppliedEvent,
+    program: Program,
+    id_scope: tuple[str, ...] = (),
+    **fields: Any,
+) -> RewardEvent:
+    """The reward event of one applied event; ``fields`` are the kind-specific ones."""
+    return RewardEvent(
+        reward_id=derive_id(source_kind, source_id, *id_scope, "reward"),
+        member_id=member_id,
+        source_event_id=source_id,
+        source_type=source_type,
+        station_id=fields.pop("station_id", None),
+        occurred_at=occurred_at,
+        processed_at=iso_from_ms(applied.processed_ms),
+        program_version=program.version,
+        points=sum(delta for _, delta in applied.entries),
+        balance_after=applied.balance_after,
+        enrolled=applied.enrolled,
+        **fields,
+    )
 
 
 def _ledger(
