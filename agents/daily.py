@@ -11,14 +11,15 @@ from streams.program import Program
 from streams.settings import Settings
 from streams.topics import Topics, daily_commands
 
-DAILY_CRON = "5 0 * * *"
-"""00:05 in the program's time zone: every member's day has begun."""
-
 
 def register(app: faust.App, settings: Settings, program: Program, topics: Topics) -> None:
+    """Start the daily jobs at ``settings.daily_cron`` (default 00:05, when every member's day
+    has begun) in the program's time zone; no crontab when it is empty."""
+    if not settings.daily_cron:
+        return
     zone = ZoneInfo(program.timezone)
 
-    @app.crontab(DAILY_CRON, timezone=zone, on_leader=True)
+    @app.crontab(settings.daily_cron, timezone=zone, on_leader=True)
     async def start_daily_jobs() -> None:
         # Wall clock at the edge: the command carries the date, the job is event driven.
         today = datetime.now(zone).date()

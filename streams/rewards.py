@@ -224,12 +224,17 @@ def render_referral(
         program,
         scope,
         tier=tier_named(state.tier, program.tiers).name,
+        tier_change=_tier_change(applied.details),
         referral=applied.details.get("referral"),
     )
     messages: list[tuple[str, dict[str, Any]]] = []
     if points:
         data = {"points": points, "balance": applied.balance_after, "code": outcome.code}
         messages.append((REFERRAL_BONUS_KIND, data))
+    if "tier_change" in applied.details:
+        previous, tier = applied.details["tier_change"]
+        data = {"balance": applied.balance_after, "tier": tier, "previous_tier": previous}
+        messages.append((TIER_CHANGED, data))
     ledger = _ledger(
         REFERRAL_SOURCE, source_id, outcome.member_id, applied, program, occurred_at, scope
     )

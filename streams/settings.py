@@ -69,6 +69,9 @@ class Settings:
     session_timeout_s: float = 10.0
     """``LOYALTY_SESSION_TIMEOUT_S``: a worker silent this long is considered dead and its
     partitions move to the others (Kafka's group session timeout)."""
+    daily_cron: str = "5 0 * * *"
+    """``LOYALTY_DAILY_CRON``: when the daily jobs start by themselves (cron format, in the
+    program's time zone); empty to leave them to ``loyalty daily`` alone."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     topics: TopicNames = field(default_factory=TopicNames)
@@ -99,6 +102,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         replication_factor=int(env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
+        daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
     )
@@ -117,6 +121,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_REPLICATION_FACTOR": str(settings.replication_factor),
         "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
+        "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_LOG_LEVEL": settings.log_level,
     }
     for name in TopicNames.__dataclass_fields__:

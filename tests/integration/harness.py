@@ -30,6 +30,7 @@ def isolated_settings(bootstrap: str, tmp_path: Path, partitions: int = 4) -> Se
         partitions=partitions,
         topics=topics,
         log_level="info",
+        daily_cron="",  # tests drive the daily jobs themselves, by date
     )
 
 
