@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streams.program import ProgramError
+
     args = build_parser().parse_args(argv)
     handler = {
         "worker": _worker,
@@ -114,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         "kafka": _kafka,
         "demo": _demo,
     }
-    return handler[args.command](args)
+    try:
+        return handler[args.command](args)
+    except ProgramError as error:
+        print(f"loyalty: invalid program file: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

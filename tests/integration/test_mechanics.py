@@ -348,3 +348,21 @@ def test_erase_forgets_the_member_and_refuses_later_events(engine):
         )
     finally:
         table.close()
+
+
+def test_marketing_notifications_need_consent_transactional_ones_do_not(engine):
+    m = member()
+    engine.member_event(m, f"{m}-s", "signup", day=0, locale="en", consents={"marketing": False})
+    engine.member_event(m, f"{m}-n", "newsletter_subscribed", day=1)
+    engine.sale(m, f"{m}-1", 10.0, day=2)
+    rewards = engine.rewards(m, 3)
+    subscribed = next(r for r in rewards if r["source_type"] == "newsletter_subscribed")
+    assert subscribed["coupon_issued"] is not None  # the coupon exists all the same
+    engine.reader.wait_for(
+        lambda r: any(n["kind"] == "points_earned" for n in engine.notifications(m)),
+        30,
+        "the points_earned notification",
+    )
+    kinds = [n["kind"] for n in engine.notifications(m)]
+    assert "coupon_issued" not in kinds
+    assert kinds == ["welcome", "points_earned"]

@@ -76,3 +76,13 @@ def test_program_that_is_not_toml_is_rejected(tmp_path):
 def test_missing_program_file_is_rejected(tmp_path):
     with pytest.raises(ProgramError, match="file not found"):
         load_program(tmp_path / "absent.toml")
+
+
+def test_the_worker_refuses_to_start_with_an_invalid_program(tmp_path, monkeypatch, capsys):
+    from cli.main import main
+
+    path = write(tmp_path, VALID.replace("points = 100", "points = -5", 1))
+    monkeypatch.setenv("LOYALTY_PROGRAM", str(path))
+    assert main(["worker"]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "welcome_bonus.points" in error and "must be >= 0" in error
