@@ -1,4 +1,4 @@
-"""Two fixes for faust-streaming 0.15.3 that lose or stall input after a worker restart.
+"""Fixes for faust-streaming 0.15.3 that lose or stall input after a worker restart.
 
 Both were found by the restart tests (a worker SIGKILLed mid-stream, then restarted) and
 checked with a loop of such restarts; remove them when upstream has them.
@@ -20,14 +20,23 @@ applies the same order, seek first, then resume, to the path used by apps with t
 the fetcher left it, past the dropped records, which are then never processed. The engine
 reads from the earliest offset when nothing is committed, so such partitions are rewound
 to their beginning.
+
+3. Flush means flushed. Table changelog writes go through Faust's ``ProducerBuffer``; its
+``flush`` (called before every offset commit) returns when its queue is empty, while the
+message its sender task just took is still on its way to the Kafka client, and it gives up
+after 0.1 s. The offsets could then be committed before the state change they cover was
+produced: a restart after SIGKILL lost that change (found by the cold-restart test as a
+second welcome bonus). The fix counts the message in flight and waits for both.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.producer import ProducerBuffer
 
 _original_on_recovery_completed = Recovery.on_recovery_completed
 
@@ -69,7 +78,31 @@ async def _seek_to_committed(self: AIOKafkaConsumerThread) -> Any:
     return await self.call_thread(seek)
 
 
+_original_send_pending = ProducerBuffer._send_pending
+
+
+async def _send_pending(self: ProducerBuffer, fut: Any) -> None:
+    # Called in the same step that takes the message off the queue, so a message is
+    # always either queued or counted here.
+    self.__dict__["in_flight"] = self.__dict__.get("in_flight", 0) + 1
+    try:
+        await _original_send_pending(self, fut)
+    finally:
+        self.__dict__["in_flight"] -= 1
+
+
+async def _flush(self: ProducerBuffer) -> None:
+    while self.size or self.__dict__.get("in_flight", 0):
+        self.message_sent.clear()
+        try:
+            await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+        except TimeoutError:
+            continue  # still waiting: a flush that gives up is not a flush
+
+
 def apply() -> None:
-    """Install both fixes (idempotent)."""
+    """Install the fixes (idempotent)."""
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -63,12 +64,24 @@ class Engine:
         return distinct(values, id_field)
 
     def rewards(self, member: str, count: int) -> list[dict[str, Any]]:
+        """The member's first ``count`` reward events, once their ledger entries are read
+        too (topics are read independently: a reward can be seen before its entries)."""
         topic = self.settings.topics.rewards
-        self.reader.wait_for(
-            lambda r: len(self.of(topic, member, "reward_id")) >= count,
-            timeout=60,
-            what=f"{count} reward events of {member}",
-        )
+
+        def settled(_: TopicReader) -> bool:
+            rewards = self.of(topic, member, "reward_id")
+            if len(rewards) < count:
+                return False
+            entries = self.of(self.settings.topics.ledger, member, "entry_id")
+            credited: Counter[str] = Counter()
+            for entry in entries:
+                credited[entry["source_event_id"]] += entry["delta"]
+            earned: Counter[str] = Counter()
+            for reward in rewards:
+                earned[reward["source_event_id"]] += reward["points"]
+            return all(credited[source] == points for source, points in earned.items())
+
+        self.reader.wait_for(settled, timeout=60, what=f"{count} settled reward events of {member}")
         return self.of(topic, member, "reward_id")
 
     def ledger(self, member: str) -> list[tuple[str, int, int]]:
