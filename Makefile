@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams agents tables schemas localkafka cli demo
+	$(BIN)/mypy streams agents tables schemas localkafka cli demo bench
 	$(BIN)/pytest
+	$(BIN)/loyalty bench --quick --out .local/bench-quick.json
 
 demo: install
 	$(BIN)/loyalty demo

@@ -81,6 +81,28 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, rate=args.rate, duration=args.duration)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.options import parse_loads, resolve
+    from bench.run import run_bench
+
+    try:
+        options = resolve(
+            quick=args.quick,
+            out=Path(args.out),
+            transactions=args.transactions,
+            members=args.members,
+            partitions=args.partitions,
+            loads=parse_loads(args.loads) if args.loads else None,
+            load_seconds=args.load_seconds,
+            recovery_members=args.recovery_members,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        print(f"loyalty bench: {error}", file=sys.stderr)
+        return 2
+    return run_bench(options, keep=Path(args.keep) if args.keep else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9092, help="port of the local broker")
     demo.add_argument("--rate", type=float, default=5.0, help="transactions per second")
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until Ctrl-C")
+
+    bench = commands.add_parser(
+        "bench", help="benchmark one worker on a local broker: throughput, latency, recovery"
+    )
+    bench.add_argument("--transactions", type=int, help="preloaded transactions (200000)")
+    bench.add_argument("--members", type=int, help="members of the workload (50000)")
+    bench.add_argument("--partitions", type=int, help="partitions of every topic (8)")
+    bench.add_argument("--loads", help="offered loads of the latency phase, tx/s (1000,5000)")
+    bench.add_argument("--load-seconds", type=float, help="seconds per offered load (20)")
+    bench.add_argument("--recovery-members", type=int, help="member table to rebuild (1000000)")
+    bench.add_argument("--seed", type=int, help="seed of the workload (7)")
+    bench.add_argument(
+        "--quick", action="store_true", help="a tiny run for CI (3000 transactions, 1000 members)"
+    )
+    bench.add_argument("--out", default="bench-results.json", help="JSON file of the figures")
+    bench.add_argument("--keep", help="keep broker data and worker logs in this directory")
     return parser
 
 
@@ -115,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "daily": _daily,
         "kafka": _kafka,
         "demo": _demo,
+        "bench": _bench,
     }
     try:
         return handler[args.command](args)

@@ -1,0 +1,146 @@
+"""The benchmark from start to end: broker, phases in order, table and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.baseline import run_baseline
+from bench.cluster import Bench, machine_info
+from bench.latency import run_load
+from bench.options import BenchOptions
+from bench.preload import run_preload
+from bench.recovery import run_recovery
+from bench.report import Results, format_table, rows, write_json
+from bench.throughput import run_throughput
+from localkafka import broker
+
+DRAIN_MARGIN_S = 30.0
+
+
+def run_bench(options: BenchOptions, keep: Path | None = None) -> int:
+    """Run every phase and print as each completes; ``keep``: a directory for the broker
+    data and worker logs that is left in place (default: a temporary one, removed)."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    began = time.monotonic()
+    work_dir = keep.resolve() if keep else Path(tempfile.mkdtemp(prefix="loyalty-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    kafka_dir = work_dir / "kafka"
+    machine = machine_info()
+    print(
+        f"loyalty bench: {machine['nproc']} cores, Python {machine['python']}, "
+        f"Kafka {machine['kafka']}; work dir {work_dir}",
+        flush=True,
+    )
+    try:
+        status = broker.start(port=broker.free_port(), data_dir=kafka_dir)
+        assert status.bootstrap is not None
+        bench = Bench(status.bootstrap, work_dir, options.partitions)
+        print(f"broker {status.bootstrap} up after {time.monotonic() - began:.1f}s", flush=True)
+        results = _phases(bench, options, started_at, began, machine)
+    finally:
+        broker.stop(kafka_dir)
+        if keep is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print()
+    print(format_table(rows(results)))
+    write_json(results, options.out)
+    print(f"\nfigures written to {options.out} ({results.duration_s:.0f}s in all)")
+    return 0
+
+
+def _phases(
+    bench: Bench,
+    options: BenchOptions,
+    started_at: str,
+    began: float,
+    machine: dict[str, object],
+) -> Results:
+    settings = bench.settings("engine")
+
+    preloaded = run_preload(bench, options, settings)
+    preload = preloaded.result
+    print(
+        f"[1/6] preload: {preload.transactions:,} transactions over {preload.members:,} members "
+        f"({preload.coupons_issued:,} newsletter coupons issued by the engine) produced in "
+        f"{preload.produce_seconds:.1f}s; mix {preload.mix}",
+        flush=True,
+    )
+
+    throughput, worker = run_throughput(bench, settings, preload.transactions)
+    print(
+        f"[2/6] throughput: {throughput.tx_per_s:,.0f} tx/s ({throughput.transactions:,} in "
+        f"{throughput.seconds:.1f}s first to last output; {throughput.dead_letters} dead letters); "
+        f"outcomes {throughput.outcomes}",
+        flush=True,
+    )
+
+    loads = []
+    try:
+        for offered in options.loads:
+            backlog_s = offered * options.load_seconds / max(throughput.tx_per_s, 50.0)
+            load = run_load(
+                bench.bootstrap,
+                settings,
+                preloaded.generator,
+                offered,
+                options.load_seconds,
+                drain_timeout=DRAIN_MARGIN_S + 1.5 * backlog_s,
+            )
+            loads.append(load)
+            summary = load.latency
+            figures = (
+                f"p50 {summary.p50_ms:.0f} ms, p95 {summary.p95_ms:.0f} ms, "
+                f"p99 {summary.p99_ms:.0f} ms, max {summary.max_ms:.0f} ms"
+                if summary
+                else "no reward event observed"
+            )
+            print(
+                f"[3/6] latency @ {offered:,}/s: sent {load.sent:,} at "
+                f"{load.achieved_per_s:,.0f}/s; {figures}; {load.missing:,} not observed",
+                flush=True,
+            )
+        bench.record_memory("latency", worker)
+    finally:
+        worker.stop()
+
+    baseline = run_baseline(bench.bootstrap, settings, preloaded.end_offsets)
+    ratio = throughput.tx_per_s / baseline.msg_per_s if baseline.msg_per_s else 0.0
+    print(
+        f"[4/6] baseline: {baseline.msg_per_s:,.0f} msg/s (aiokafka consume + orjson + produce); "
+        f"engine = {ratio:.3f} x baseline",
+        flush=True,
+    )
+
+    recovery = None
+    if options.recovery_members:
+        recovery = run_recovery(bench, options.recovery_members, options.seed)
+        print(
+            f"[5/6] recovery: {recovery.members:,} members rebuilt in "
+            f"{recovery.cold_rebuild_s:.1f}s "
+            f"({recovery.cold_s_per_million} s per million; start {recovery.cold_start_s:.1f}s vs "
+            f"{recovery.empty_start_s:.1f}s empty); warm restart {recovery.warm_restart_s:.1f}s",
+            flush=True,
+        )
+    memory = bench.memory
+    print(
+        "[6/6] worker memory (VmHWM / VmRSS, MB): "
+        + ", ".join(f"{phase} {m.peak_mb:.0f}/{m.rss_mb:.0f}" for phase, m in memory.items()),
+        flush=True,
+    )
+    return Results(
+        started_at=started_at,
+        duration_s=round(time.monotonic() - began, 1),
+        options={**dataclasses.asdict(options), "out": str(options.out)},
+        machine=machine,
+        preload=preload,
+        throughput=throughput,
+        latency=loads,
+        baseline=baseline,
+        recovery=recovery,
+        worker_memory=dict(memory),
+    )
