@@ -112,4 +112,5 @@ def write_json(results: Results, path: Path) -> None:
     document = dataclasses.asdict(results)
     document["engine_vs_baseline"] = results.engine_vs_baseline
     document["peak_rss_mb"] = results.peak_rss_mb
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
