@@ -17,6 +17,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = from_env()
     app = create_app(settings)
+    # Faust creates only the last level of the data directory.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_topics(settings)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     # Faust's terminal spinner lowers the root logger to DEBUG so that it spins on every
