@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import datetime
 
 FUEL_TYPES = ("diesel", "gasoline95", "gasoline98", "lpg")
@@ -35,7 +34,3 @@ class PosSimulator:
             "amount": round(liters * PRICE_PER_LITER[fuel], 2),
             "currency": "EUR",
         }
-
-    def stream(self, clock: Iterator[datetime]) -> Iterator[dict[str, object]]:
-        for now in clock:
-            yield self.transaction(now)

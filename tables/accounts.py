@@ -346,7 +346,7 @@ def _updated_profile(profile: Profile, event: MemberEvent) -> Profile:
     )
 
 
-def daily_key(day: date) -> str:
+def _daily_key(day: date) -> str:
     """Key of a daily job's outcome among the member's applied member events."""
     return f"daily:{day.isoformat()}"
 
@@ -357,7 +357,7 @@ def apply_daily(
     """The daily job of ``day`` for one member: birthday bonus, expiry and its notice, tier
     review (downgrades happen only here). None when there is nothing to do: the job ran for
     this or a later day already, or the member is not enrolled."""
-    previous = state.member_events.get(daily_key(day))
+    previous = state.member_events.get(_daily_key(day))
     if previous is not None:
         return state, Outcome(applied=previous, duplicate=True)
     if state.enrolled_at is None or (state.last_daily or "") >= day.isoformat():
@@ -406,7 +406,7 @@ def apply_daily(
         entries=tuple(entries),
         details=details,
     )
-    member_events = {**state.member_events, daily_key(day): applied}
+    member_events = {**state.member_events, _daily_key(day): applied}
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
 
 
@@ -415,7 +415,7 @@ def _start_of_day_s(day: date, program: Program) -> int:
     return int(midnight.timestamp())
 
 
-def referral_key(outcome: ReferralOutcome) -> str:
+def _referral_key(outcome: ReferralOutcome) -> str:
     """Key of a referral outcome among the member's applied member events."""
     return f"referral:{outcome.role}:{outcome.signup_event_id}"
 
@@ -424,7 +424,7 @@ def apply_referral_outcome(
     state: MemberState, outcome: ReferralOutcome, program: Program, processed_ms: int
 ) -> tuple[MemberState, Outcome]:
     """Credit one side of an accepted referral; record a refused one (nothing credited)."""
-    key = referral_key(outcome)
+    key = _referral_key(outcome)
     previous = state.member_events.get(key)
     if previous is not None:
         return state, Outcome(applied=previous, duplicate=True)

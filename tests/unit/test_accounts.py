@@ -1,38 +1,23 @@
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from schemas.events import REFUND, Transaction
 from schemas.state import MemberState, decode_state, encode_state
-from streams.program import load_program
 from streams.rewards import render_transaction
 from tables.accounts import RejectedTransaction, apply_transaction
+from tests.unit.builders import NOW_MS, PROGRAM, run, sale
 
-PROGRAM = load_program(Path("program/default.toml"))
 T0 = datetime.fromisoformat("2026-11-01T08:00:00+01:00")
-NOW_MS = 1_795_000_000_000
 
 
 def transaction(tx_id: str, liters: str, days: float = 0, **fields) -> Transaction:
-    return Transaction(
-        transaction_id=tx_id,
-        member_id="m-1",
-        station_id="st-1",
-        occurred_at=T0 + timedelta(days=days),
-        fuel_type="diesel",
-        liters=Decimal(liters),
-        amount=Decimal(10),
-        **fields,
-    )
+    return sale(tx_id, liters, T0 + timedelta(days=days), **fields)
 
 
 def apply_all(*transactions: Transaction) -> MemberState:
-    state = MemberState()
-    for item in transactions:
-        state, _ = apply_transaction(state, item, PROGRAM, NOW_MS)
-    return state
+    return run(MemberState(), *transactions)[0]
 
 
 def test_first_sale_enrols_and_gives_the_welcome_bonus_once():

@@ -1,20 +1,13 @@
 """The daily job as a pure transition: birthdays, expiry and its notice, tier downgrade."""
 
 from datetime import date, datetime
-from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from schemas.events import MemberEvent, Transaction
 from schemas.state import MemberState
-from streams.program import load_program
 from streams.rewards import render_daily
 from streams.topics import daily_commands
-from tables.accounts import apply_daily, apply_member_event, apply_transaction
-
-PROGRAM = load_program(Path("program/default.toml"))
-NOW_MS = 1_795_000_000_000
-
+from tables.accounts import apply_daily
+from tests.unit.builders import NOW_MS, PROGRAM, member_event, run, sale
 
 PROGRAM_ZONE = ZoneInfo(PROGRAM.timezone)
 
@@ -24,36 +17,16 @@ def at(day: date, hour: int = 10) -> datetime:
 
 
 def member(birth_date: str | None = None, sales: tuple[tuple[date, str], ...] = ()) -> MemberState:
-    state, _ = apply_member_event(
-        MemberState(),
-        MemberEvent(
-            event_id="s",
-            member_id="m-1",
-            type="signup",
-            occurred_at=at(date(2024, 1, 1)),
-            birth_date=date.fromisoformat(birth_date) if birth_date else None,
-            locale="es",
-            marketing_consent=True,
-        ),
-        PROGRAM,
-        NOW_MS,
+    signup = member_event(
+        "s",
+        "signup",
+        at(date(2024, 1, 1)),
+        birth_date=date.fromisoformat(birth_date) if birth_date else None,
+        locale="es",
+        marketing_consent=True,
     )
-    for index, (day, liters) in enumerate(sales):
-        state, _ = apply_transaction(
-            state,
-            Transaction(
-                transaction_id=f"t{index}",
-                member_id="m-1",
-                station_id="s",
-                occurred_at=at(day),
-                fuel_type="diesel",
-                liters=Decimal(liters),
-                amount=Decimal(1),
-            ),
-            PROGRAM,
-            NOW_MS,
-        )
-    return state
+    fills = [sale(f"t{index}", liters, at(day)) for index, (day, liters) in enumerate(sales)]
+    return run(MemberState(), signup, *fills)[0]
 
 
 def test_birthday_bonus_once_a_year_on_the_day():

@@ -2,53 +2,25 @@
 localised notifications. Expected numbers are worked out by hand in each test."""
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from schemas.events import MemberEvent, Transaction
 from schemas.state import MemberState, decode_state, encode_state
 from streams import codes
-from streams.program import load_program
 from streams.rewards import render_member_event, render_transaction
 from tables.accounts import apply_member_event, apply_transaction
+from tests.unit import builders
+from tests.unit.builders import NOW_MS, PROGRAM, run
 
-PROGRAM = load_program(Path("program/default.toml"))
 T0 = datetime.fromisoformat("2026-03-02T09:00:00+01:00")
-NOW_MS = 1_795_000_000_000
 
 
 def sale(tx_id: str, liters: str, days: float = 0, coupons: tuple[str, ...] = ()) -> Transaction:
-    return Transaction(
-        transaction_id=tx_id,
-        member_id="m-1",
-        station_id="st-1",
-        occurred_at=T0 + timedelta(days=days),
-        fuel_type="diesel",
-        liters=Decimal(liters),
-        amount=Decimal(50),
-        coupon_codes=coupons,
-    )
+    return builders.sale(tx_id, liters, T0 + timedelta(days=days), coupon_codes=coupons)
 
 
 def member_event(event_id: str, kind: str, days: float = 0, **fields) -> MemberEvent:
-    return MemberEvent(
-        event_id=event_id,
-        member_id="m-1",
-        type=kind,
-        occurred_at=T0 + timedelta(days=days),
-        **fields,
-    )
-
-
-def run(state: MemberState, *events):
-    outcomes = []
-    for event in events:
-        if isinstance(event, Transaction):
-            state, outcome = apply_transaction(state, event, PROGRAM, NOW_MS)
-        else:
-            state, outcome = apply_member_event(state, event, PROGRAM, NOW_MS)
-        outcomes.append(outcome)
-    return state, outcomes
+    return builders.member_event(event_id, kind, T0 + timedelta(days=days), **fields)
 
 
 def test_three_fills_in_seven_days_complete_the_mission_once_per_cooldown():
@@ -96,16 +68,8 @@ def test_upgrade_at_once_on_the_crossing_credit_and_the_next_fill_uses_the_new_t
 def test_refund_reversals_reduce_tier_earning():
     state, _ = run(MemberState(), sale("a", "400"))  # 800 + 100
     day = max(state.earned_by_day)
-    refund = Transaction(
-        transaction_id="r",
-        member_id="m-1",
-        station_id="st-1",
-        occurred_at=T0 + timedelta(days=1),
-        fuel_type="diesel",
-        liters=Decimal(200),
-        amount=Decimal(0),
-        type="refund",
-        original_transaction_id="a",
+    refund = builders.sale(
+        "r", "200", T0 + timedelta(days=1), type="refund", original_transaction_id="a"
     )
     state, _ = run(state, refund)
     assert state.earned_by_day[day] == 900 - 450

@@ -1,0 +1,51 @@
+"""Input records and an event runner shared by the pure unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from schemas.events import MemberEvent, Transaction
+from schemas.state import MemberState
+from streams.program import load_program
+from tables.accounts import Outcome, apply_member_event, apply_transaction
+
+PROGRAM = load_program(Path("program/default.toml"))
+NOW_MS = 1_795_000_000_000
+MEMBER = "m-1"
+
+
+def sale(tx_id: str, liters: str, occurred_at: datetime, **fields: Any) -> Transaction:
+    """A transaction of ``MEMBER`` (a sale unless ``type`` says otherwise)."""
+    return Transaction(
+        transaction_id=tx_id,
+        member_id=MEMBER,
+        station_id="st-1",
+        occurred_at=occurred_at,
+        fuel_type="diesel",
+        liters=Decimal(liters),
+        amount=Decimal(10),
+        **fields,
+    )
+
+
+def member_event(event_id: str, kind: str, occurred_at: datetime, **fields: Any) -> MemberEvent:
+    return MemberEvent(
+        event_id=event_id, member_id=MEMBER, type=kind, occurred_at=occurred_at, **fields
+    )
+
+
+def run(
+    state: MemberState, *events: Transaction | MemberEvent
+) -> tuple[MemberState, list[Outcome]]:
+    """Apply events in order with the default program; the state and every outcome."""
+    outcomes = []
+    for event in events:
+        if isinstance(event, Transaction):
+            state, outcome = apply_transaction(state, event, PROGRAM, NOW_MS)
+        else:
+            state, outcome = apply_member_event(state, event, PROGRAM, NOW_MS)
+        outcomes.append(outcome)
+    return state, outcomes
