@@ -1,29 +1,38 @@
 """The account agent: everything keyed by member (POS transactions and member events).
 
-Per message: decode, route to the owning partition, apply the pure transition, store the
-new state, emit the outputs.
+The agent takes the messages that arrived together (up to ``LOYALTY_BATCH_MAX``, waiting at
+most ``LOYALTY_BATCH_WITHIN_MS``) and handles them as one batch:
 
-At-least-once: the table write and the outputs of a message are handed to the producer
-before its offset can be committed (Faust flushes the producer before every commit); a
-redelivered message finds its event already applied and re-emits the same outputs (same
-ids), so nothing is lost and nothing is credited twice.
+1. each message is decoded, routed to its owner partition and applied to its member's
+   state by the pure rules, in order; a member's state is read once per batch;
+2. the new states are produced to the table's changelog, and the acknowledgements awaited;
+3. then written to the local RocksDB with their changelog offsets;
+4. then the outputs (ledger, rewards, notifications, referral messages) are produced and
+   acknowledged;
+5. and only then are the input offsets acknowledged to Faust, which commits them later.
 
-Outputs are sent with ``force=True``: Faust would otherwise hold them back until the next
-offset commit (up to ``broker_commit_interval``, seconds), which the latency target forbids.
+So every output stands for a state change that is already durable in the changelog. After
+a crash at any step the replayed input finds either the old state (nothing of it was
+emitted) or the new one, and then re-emits the same outputs with the same ids: at least
+once, never credited twice, and never an output whose state change was lost.
+
+Forwards to the owner partition and dead letters depend on no state; they go out with the
+changelog records.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
 import orjson
+from faust.streams import Stream
 
 from agents import metrics
-from agents.deadletters import send_dead_letter
+from agents.deadletters import dead_letter
 from schemas.decode import (
     InvalidEvent,
     decode_daily_command,
@@ -55,20 +64,53 @@ from tables.accounts import (
     apply_transaction,
     erased_key,
 )
-from tables.definitions import Tables, partition_items
+from tables.definitions import (
+    Tables,
+    changelog_topic,
+    partition_items,
+    read,
+    write_local,
+)
 
 PROCESSING_ERROR = "processing_error"
+DAILY_CHUNK = 1000
+"""Members of a daily job committed together (the job for a big partition is chunked)."""
 
 Clock = Callable[[], int]
 """Wall-clock epoch milliseconds; injected so tests can fix it."""
+
+Record = tuple[str, bytes | None, bytes, int | None]
+"""A message to produce: topic, key, value, partition (None: by key)."""
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Batch:
+    """What a batch of input messages changes and emits, held until it is committed."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, MemberState] = {}
+        """Members read or changed in this batch, by member key."""
+        self.changes: dict[tuple[str, int], dict[bytes, MemberState | bytes | None]] = {}
+        """New values by (table name, partition) and key; None deletes."""
+        self.unordered: list[Record] = []
+        """Forwards and dead letters: sent with the changelog records."""
+        self.outputs: list[Record] = []
+        """Sent once the state changes are acknowledged."""
+        self.counts: Counter[tuple[str, str]] = Counter()
+        """Input events by (topic, outcome)."""
+        self.ledger: Counter[str] = Counter()
+        self.points: Counter[str] = Counter()
+        self.enrolled = 0
+
+    def change(self, table: str, partition: int, key: bytes, value: Any) -> None:
+        self.changes.setdefault((table, partition), {})[key] = value
+
+
 class AccountProcessor:
-    """Everything the agent does to one message; the agent only iterates."""
+    """Everything the agent does to a batch of messages; the agent only iterates."""
 
     def __init__(
         self,
@@ -80,42 +122,51 @@ class AccountProcessor:
     ) -> None:
         self.settings = settings
         self.program = program
-        self.topics = topics
-        self.member_to_state = tables.member_to_state
-        self.erased_members = tables.erased_members
         self.clock = clock
+        self.producer: Any = None
+        """Faust's Kafka producer, bound by :func:`register`."""
+        self.tables = {
+            table.name: table for table in (tables.member_to_state, tables.erased_members)
+        }
+        self.members = tables.member_to_state.name
+        self.erased = tables.erased_members.name
         names = settings.topics
         # input topic -> (is a transaction, topic to forward misplaced messages to or None)
         self.routes = {
-            names.transactions: (True, topics.rekeyed),
+            names.transactions: (True, names.rekeyed),
             names.rekeyed: (True, None),
-            names.members: (False, topics.members_rekeyed),
+            names.members: (False, names.members_rekeyed),
             names.members_rekeyed: (False, None),
         }
-        self.daily_topic = names.daily
-        self.commands_topic = names.member_commands
+        self.names = names
+        self.topics = topics
 
-    async def process(self, message: Any) -> None:
+    async def process(self, messages: Sequence[Any]) -> None:
+        """Handle a batch of Faust messages, in order, and commit it."""
         started = time.perf_counter()
         now_ms = self.clock()
-        try:
-            await self._process(message, now_ms)
-        except (InvalidEvent, RejectedTransaction) as error:
-            await self._reject(message, error.reason, error.message, now_ms)
-        except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
-            await self._reject(
-                message, PROCESSING_ERROR, f"{type(error).__name__}: {error}", now_ms
-            )
-        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-        if message.timestamp:
-            metrics.LATENCY_SECONDS.observe(max(0.0, time.time() - message.timestamp))
+        batch = Batch()
+        for message in messages:
+            if message.topic == self.names.daily:
+                batch = await self._run_daily(message, batch, now_ms)
+                continue
+            try:
+                self._handle(message, batch, now_ms)
+            except (InvalidEvent, RejectedTransaction) as error:
+                self._reject(batch, message, error.reason, error.message, now_ms)
+            except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
+                text = f"{type(error).__name__}: {error}"
+                self._reject(batch, message, PROCESSING_ERROR, text, now_ms)
+        await self._commit(batch)
+        metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
+        done_s = time.time()
+        for message in messages:
+            if message.timestamp:
+                metrics.LATENCY_SECONDS.observe(max(0.0, done_s - message.timestamp))
 
-    async def _process(self, message: Any, now_ms: int) -> None:
-        if message.topic == self.daily_topic:
-            await self._run_daily(message, now_ms)
-            return
-        if message.topic == self.commands_topic:
-            await self._apply_referral_outcome(message, now_ms)
+    def _handle(self, message: Any, batch: Batch, now_ms: int) -> None:
+        if message.topic == self.names.member_commands:
+            self._apply_referral_outcome(message, batch, now_ms)
             return
         is_transaction, forward_to = self.routes[message.topic]
         max_bytes = self.settings.max_event_bytes
@@ -127,120 +178,182 @@ class AccountProcessor:
         member_key = event.member_id.encode()
         owner = owner_partition(member_key, self.settings.partitions)
         if forward_to is not None and message.partition != owner:
-            await forward_to.send(key=member_key, value=message.value, partition=owner, force=True)
-            metrics.EVENTS.labels(message.topic, "rerouted").inc()
+            batch.unordered.append((forward_to, member_key, message.value, owner))
+            batch.counts[message.topic, "rerouted"] += 1
             return
-        self._refuse_erased(member_key)
-
-        state = decode_state(self.member_to_state.get(member_key))
+        partition = message.partition
+        state = self._state(batch, partition, member_key)
         outputs: Outputs
         if isinstance(event, Transaction):
             new_state, outcome = apply_transaction(state, event, self.program, now_ms)
             outputs = render_transaction(event, outcome.applied, new_state, self.program)
         elif event.type == ERASE:
-            await self._erase(member_key, event, state, now_ms)
-            metrics.EVENTS.labels(message.topic, "processed").inc()
+            self._erase(batch, partition, member_key, event, state, now_ms)
+            batch.counts[message.topic, "processed"] += 1
             return
         else:
             new_state, outcome = apply_member_event(state, event, self.program, now_ms)
             outputs = render_member_event(event, outcome.applied, new_state, self.program)
-        if not outcome.duplicate:
-            self.member_to_state[member_key] = encode_state(new_state)
-        await self._emit(member_key, outputs)
-        self._count(message.topic, outcome, outputs)
+        self._record(batch, message.topic, partition, member_key, new_state, outcome, outputs)
 
-    async def _apply_referral_outcome(self, message: Any, now_ms: int) -> None:
+    def _apply_referral_outcome(self, message: Any, batch: Batch, now_ms: int) -> None:
         command = decode_referral_outcome(message.value)
         member_key = command.member_id.encode()
-        self._refuse_erased(member_key)
-        state = decode_state(self.member_to_state.get(member_key))
+        state = self._state(batch, message.partition, member_key)
         new_state, outcome = apply_referral_outcome(state, command, self.program, now_ms)
-        if not outcome.duplicate:
-            self.member_to_state[member_key] = encode_state(new_state)
         outputs = render_referral(command, outcome.applied, new_state, self.program)
-        await self._emit(member_key, outputs)
-        self._count(message.topic, outcome, outputs)
-
-    def _refuse_erased(self, member_key: bytes) -> None:
-        if self.erased_members.get(erased_key(member_key)) is not None:
-            raise RejectedTransaction(MEMBER_ERASED, "the member was erased (GDPR)")
-
-    async def _erase(
-        self, member_key: bytes, event: MemberEvent, state: MemberState, now_ms: int
-    ) -> None:
-        """Forget the member: tombstones in the member table, the code marked erased in the
-        referral registry, and only a hash of the id kept to refuse later events."""
-        if state.referral_code:
-            op = {"op": "erase", "code": state.referral_code}
-            await self._send_referral_op(op)
-        self.member_to_state.pop(member_key, None)
-        self.erased_members[erased_key(member_key)] = b"1"
-        await self.topics.rewards.send(
-            key=member_key,
-            value=orjson.dumps(render_erasure(event, now_ms, self.program)),
-            force=True,
+        self._record(
+            batch, message.topic, message.partition, member_key, new_state, outcome, outputs
         )
 
-    def _count(self, topic: str, outcome: Outcome, outputs: Outputs) -> None:
-        if outcome.duplicate:
-            metrics.EVENTS.labels(topic, "duplicate").inc()
-            return
-        metrics.EVENTS.labels(topic, "processed").inc()
-        for entry in outputs.ledger:
-            metrics.LEDGER_ENTRIES.labels(entry.reason).inc()
-            metrics.POINTS.labels(entry.reason).inc(abs(entry.delta))
-        if outcome.applied.enrolled:
-            metrics.MEMBERS_ENROLLED.inc()
+    def _state(self, batch: Batch, partition: int, member_key: bytes) -> MemberState:
+        """The member's current state (this batch's changes included); refuses an erased
+        member."""
+        hashed = erased_key(member_key)
+        pending = batch.changes.get((self.erased, partition), {})
+        if hashed in pending or read(self.tables[self.erased], partition, hashed) is not None:
+            raise RejectedTransaction(MEMBER_ERASED, "the member was erased (GDPR)")
+        state = batch.states.get(member_key)
+        if state is None:
+            state = decode_state(read(self.tables[self.members], partition, member_key))
+            batch.states[member_key] = state
+        return state
 
-    async def _run_daily(self, message: Any, now_ms: int) -> None:
-        """The daily job for every member of the command's partition."""
-        day = decode_daily_command(message.value)
-        members = partition_items(self.member_to_state, message.partition)
+    def _record(
+        self,
+        batch: Batch,
+        topic: str,
+        partition: int,
+        member_key: bytes,
+        new_state: MemberState,
+        outcome: Outcome,
+        outputs: Outputs,
+    ) -> None:
+        if outcome.duplicate:
+            batch.counts[topic, "duplicate"] += 1
+        else:
+            batch.states[member_key] = new_state
+            batch.change(self.members, partition, member_key, new_state)
+            batch.counts[topic, "processed"] += 1
+            for entry in outputs.ledger:
+                batch.ledger[entry.reason] += 1
+                batch.points[entry.reason] += abs(entry.delta)
+            batch.enrolled += outcome.applied.enrolled
+        self._emit(batch, member_key, outputs)
+
+    def _erase(
+        self,
+        batch: Batch,
+        partition: int,
+        member_key: bytes,
+        event: MemberEvent,
+        state: MemberState,
+        now_ms: int,
+    ) -> None:
+        """Forget the member: a tombstone in the member table, the code marked erased in the
+        referral registry, and only a hash of the id kept to refuse later events."""
+        if state.referral_code:
+            self._referral_op(batch, {"op": "erase", "code": state.referral_code})
+        batch.states.pop(member_key, None)
+        batch.change(self.members, partition, member_key, None)
+        batch.change(self.erased, partition, erased_key(member_key), b"1")
+        reward = orjson.dumps(render_erasure(event, now_ms, self.program))
+        batch.outputs.append((self.names.rewards, member_key, reward, None))
+
+    async def _run_daily(self, message: Any, batch: Batch, now_ms: int) -> Batch:
+        """The daily job for every member of the command's partition, committed in chunks;
+        returns the batch to go on with."""
+        try:
+            day = decode_daily_command(message.value)
+        except InvalidEvent as error:
+            self._reject(batch, message, error.reason, error.message, now_ms)
+            return batch
+        await self._commit(batch)  # the job reads the stored states
+        partition = message.partition
+        chunk = Batch()
+        members = partition_items(self.tables[self.members], partition)
         for index, (member_key, value) in enumerate(members):
             state = decode_state(value)
             new_state, outcome = apply_daily(state, day, self.program, now_ms)
             if new_state is not state:
-                self.member_to_state[member_key] = encode_state(new_state)
+                chunk.change(self.members, partition, member_key, new_state)
             if outcome is not None:
-                member_id = member_key.decode()
-                await self._emit(
-                    member_key,
-                    render_daily(member_id, day, outcome.applied, new_state, self.program),
+                outputs = render_daily(
+                    member_key.decode(), day, outcome.applied, new_state, self.program
                 )
-            if index % 1000 == 999:
-                await asyncio.sleep(0)  # let the worker serve others on big partitions
-        metrics.EVENTS.labels(message.topic, "processed").inc()
+                self._emit(chunk, member_key, outputs)
+            if index % DAILY_CHUNK == DAILY_CHUNK - 1:
+                await self._commit(chunk)
+                chunk = Batch()
+        chunk.counts[message.topic, "processed"] += 1
+        return chunk
 
-    async def _emit(self, member_key: bytes, outputs: Outputs) -> None:
+    def _emit(self, batch: Batch, member_key: bytes, outputs: Outputs) -> None:
+        add = batch.outputs.append
         for entry in outputs.ledger:
-            await self.topics.ledger.send(key=member_key, value=orjson.dumps(entry), force=True)
-        await self.topics.rewards.send(
-            key=member_key, value=orjson.dumps(outputs.reward), force=True
-        )
+            add((self.names.ledger, member_key, orjson.dumps(entry), None))
+        add((self.names.rewards, member_key, orjson.dumps(outputs.reward), None))
         for notification in outputs.notifications:
-            await self.topics.notifications.send(
-                key=member_key, value=orjson.dumps(notification), force=True
-            )
+            add((self.names.notifications, member_key, orjson.dumps(notification), None))
         for op in outputs.referral_ops:
-            await self._send_referral_op(op)
+            self._referral_op(batch, op)
 
-    async def _send_referral_op(self, op: dict[str, Any]) -> None:
+    def _referral_op(self, batch: Batch, op: dict[str, Any]) -> None:
         code = op["code"].encode()
         partition = owner_partition(code, self.settings.partitions)
-        await self.topics.referrals.send(
-            key=code, value=orjson.dumps(op), partition=partition, force=True
-        )
+        batch.outputs.append((self.names.referrals, code, orjson.dumps(op), partition))
 
-    async def _reject(self, message: Any, reason: str, text: str, now_ms: int) -> None:
+    def _reject(self, batch: Batch, message: Any, reason: str, text: str, now_ms: int) -> None:
         # An erased member's later events are refused without keeping their personal data.
         redact = reason == MEMBER_ERASED
-        await send_dead_letter(self.topics.deadletter, message, reason, text, now_ms, redact)
+        record = orjson.dumps(dead_letter(message, reason, text, now_ms, redact))
+        key = None if redact else message.key
+        batch.unordered.append((self.names.deadletter, key, record, None))
+        batch.counts[message.topic, "deadlettered"] += 1
+        metrics.DEADLETTERS.labels(reason).inc()
+
+    async def _commit(self, batch: Batch) -> None:
+        """Changelog first, acknowledged; then the local state; then the outputs."""
+        send = self.producer.send
+        written = []
+        for (table, partition), changes in batch.changes.items():
+            topic = changelog_topic(self.tables[table])
+            encoded = {
+                key: encode_state(value) if isinstance(value, MemberState) else value
+                for key, value in changes.items()
+            }
+            acks = [
+                await send(topic, key, value, partition, None, None)
+                for key, value in encoded.items()
+            ]
+            written.append((table, partition, encoded, acks))
+        unordered = [await send(*record, None, None) for record in batch.unordered]
+        for table, partition, encoded, acks in written:
+            offset = max([(await ack).offset for ack in acks])
+            write_local(self.tables[table], partition, encoded, offset)
+        outputs = [await send(*record, None, None) for record in batch.outputs]
+        for ack in (*unordered, *outputs):
+            await ack
+        self._count(batch)
+
+    @staticmethod
+    def _count(batch: Batch) -> None:
+        for (topic, outcome), count in batch.counts.items():
+            metrics.EVENTS.labels(topic, outcome).inc(count)
+        for reason, count in batch.ledger.items():
+            metrics.LEDGER_ENTRIES.labels(reason).inc(count)
+            metrics.POINTS.labels(reason).inc(batch.points[reason])
+        if batch.enrolled:
+            metrics.MEMBERS_ENROLLED.inc(batch.enrolled)
 
 
 def register(app: faust.App, processor: AccountProcessor) -> None:
     """Attach the account agent to ``app``."""
+    settings = processor.settings
 
     @app.agent(processor.topics.member_inputs, name="loyalty.process_member_inputs")
-    async def process_member_inputs(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await processor.process(event.message)
+    async def process_member_inputs(stream: Stream) -> None:
+        processor.producer = app.producer
+        within_s = settings.batch_within_ms / 1000
+        async for events in stream.take_events(settings.batch_max, within=within_s):
+            await processor.process([event.message for event in events])

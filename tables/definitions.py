@@ -2,6 +2,13 @@
 
 Tables are changelog-backed and stored in RocksDB; their values are compact byte records
 (``schemas.state``) encoded and decoded by the pure code, not by Faust's codecs.
+
+The account agent writes its tables in batches, below Faust's per-key ``table[key] = value``
+(which reads the partition from the current event and sends one changelog record at a
+time, its local write ahead of the changelog): :func:`read` and :func:`write_local` address
+one partition's RocksDB database directly, and :func:`write_local` records the changelog
+offset the write corresponds to, exactly as Faust does after a changelog send, so recovery
+on restart reads the changelog from there.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 
 import faust
 from faust.types import TableT
+from rocksdict import WriteBatch
 
 from streams.settings import Settings
 
@@ -56,3 +64,31 @@ def partition_items(table: TableT, partition: int) -> Iterator[tuple[bytes, byte
     for key, value in store._db_for_partition(partition).items():
         if key != store.offset_key:  # Faust's own changelog offset lives beside the data
             yield key, value
+
+
+def read(table: TableT, partition: int, key: bytes) -> bytes | None:
+    """The value of ``key`` in one partition of a raw table (None when absent)."""
+    store: Any = table.data
+    value: bytes | None = store._db_for_partition(partition).get(key)
+    return value
+
+
+def changelog_topic(table: TableT) -> str:
+    name: str = table.changelog_topic.get_topic_name()
+    return name
+
+
+def write_local(
+    table: TableT, partition: int, changes: dict[bytes, bytes | None], changelog_offset: int
+) -> None:
+    """Apply ``changes`` (None deletes) to one partition of a raw table, atomically, with the
+    offset of its last changelog record (already acknowledged by Kafka)."""
+    store: Any = table.data
+    batch = WriteBatch(raw_mode=True)
+    for key, value in changes.items():
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    batch.put(store.offset_key, str(changelog_offset).encode())
+    store._db_for_partition(partition).write(batch)

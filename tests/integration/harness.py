@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from localkafka.broker import free_port
 from streams.settings import Settings, TopicNames
@@ -77,6 +77,22 @@ class TopicReader:
                 counts = {topic: len(items) for topic, items in self.records.items()}
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}; {counts}")
             self.poll()
+
+    def wait_for_end(self, timeout: float) -> None:
+        """Poll until every partition of the topics is read up to its end offset of now."""
+        consumer = self.consumer
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in self.records
+            for partition in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = consumer.end_offsets(partitions)
+
+        def at_end(reader: TopicReader) -> bool:
+            assigned = consumer.assignment()
+            return all(tp in assigned and consumer.position(tp) >= end for tp, end in ends.items())
+
+        self.wait_for(at_end, timeout, "the end of " + ", ".join(self.records))
 
     def close(self) -> None:
         self.consumer.close()
