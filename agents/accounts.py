@@ -1,7 +1,7 @@
 """The account agent: everything keyed by member (POS transactions and member events).
 
-The agent takes the messages that arrived together (up to ``LOYALTY_BATCH_MAX``, waiting at
-most ``LOYALTY_BATCH_WITHIN_MS``) and handles them as one batch:
+The agent handles the messages that arrived while the previous batch was being committed
+(up to ``LOYALTY_BATCH_MAX``) as one batch:
 
 1. each message is decoded, routed to its owner partition and applied to its member's
    state by the pure rules, in order; a member's state is read once per batch;
@@ -22,14 +22,16 @@ changelog records.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import faust
 import orjson
 from faust.streams import Stream
+from faust.types import EventT
 
 from agents import metrics
 from agents.deadletters import dead_letter
@@ -347,13 +349,59 @@ class AccountProcessor:
             metrics.MEMBERS_ENROLLED.inc(batch.enrolled)
 
 
+class Batcher:
+    """Natural batching: the messages that arrive while a batch is being committed form the
+    next one, so batches are small (low latency) under light traffic and grow under load,
+    with no timer. Events are acknowledged to Faust only once their batch is committed."""
+
+    def __init__(self, process: Callable[[list[Any]], Awaitable[None]], max_size: int) -> None:
+        self.process = process
+        self.max_size = max_size
+        self.pending: list[EventT] = []
+        self.wakeup = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.task: asyncio.Task[None] | None = None
+
+    async def add(self, event: EventT) -> None:
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+        if self.task.done():
+            self.task.result()  # the committer failed: fail the agent with its error
+        self.pending.append(event)
+        self.wakeup.set()
+        if len(self.pending) >= self.max_size:  # back-pressure on Faust's stream
+            self.room.clear()
+            await self.room.wait()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                while self.pending:
+                    events, self.pending = self.pending, []
+                    self.room.set()
+                    await self.process([event.message for event in events])
+                    for event in events:
+                        event.ack()
+        finally:
+            self.room.set()  # never leave the stream waiting on a dead committer
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
 def register(app: faust.App, processor: AccountProcessor) -> None:
     """Attach the account agent to ``app``."""
-    settings = processor.settings
 
     @app.agent(processor.topics.member_inputs, name="loyalty.process_member_inputs")
-    async def process_member_inputs(stream: Stream) -> None:
+    async def process_member_inputs(stream: faust.StreamT) -> None:
         processor.producer = app.producer
-        within_s = settings.batch_within_ms / 1000
-        async for events in stream.take_events(settings.batch_max, within=within_s):
-            await processor.process([event.message for event in events])
+        batcher = Batcher(processor.process, processor.settings.batch_max)
+        try:
+            async for event in cast(Stream, stream).noack().events():
+                await batcher.add(event)
+        finally:
+            batcher.stop()

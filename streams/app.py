@@ -29,7 +29,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         producer_acks=-1,
         # Outputs of consecutive events share produce requests instead of one request per
         # message; 5 ms is far below the latency budget.
-        producer_linger_ms=5,
+        producer_linger_ms=1,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
         producer_max_request_size=MAX_MESSAGE_BYTES + 65536,

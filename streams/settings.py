@@ -73,11 +73,9 @@ class Settings:
     """``LOYALTY_DAILY_CRON``: when the daily jobs start by themselves (cron format, in the
     program's time zone); empty to leave them to ``loyalty daily`` alone."""
     batch_max: int = 2000
-    """``LOYALTY_BATCH_MAX``: most input messages the account agent processes as one batch
-    (one changelog round trip, then one round trip for the outputs)."""
-    batch_within_ms: float = 5.0
-    """``LOYALTY_BATCH_WITHIN_MS``: longest wait for a batch to fill; bounds the latency a
-    batch adds when traffic is light."""
+    """``LOYALTY_BATCH_MAX``: most input messages the account agent commits as one batch
+    (one changelog round trip, then one for the outputs); the messages that arrive during a
+    commit form the next batch, so batches are only this big under heavy load."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     topics: TopicNames = field(default_factory=TopicNames)
@@ -110,7 +108,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
-        batch_within_ms=float(env.get("LOYALTY_BATCH_WITHIN_MS", defaults.batch_within_ms)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
     )
@@ -131,7 +128,6 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
-        "LOYALTY_BATCH_WITHIN_MS": str(settings.batch_within_ms),
         "LOYALTY_LOG_LEVEL": settings.log_level,
     }
     for name in TopicNames.__dataclass_fields__:
