@@ -143,8 +143,9 @@ class AccountProcessor:
         self.names = names
         self.topics = topics
 
-    async def process(self, messages: Sequence[Any]) -> None:
-        """Handle a batch of Faust messages, in order, and commit it."""
+    async def process(self, messages: Sequence[Any]) -> list[Awaitable[Any]]:
+        """Handle a batch of Faust messages, in order, and commit it; returns the
+        acknowledgements of its outputs, still to be awaited."""
         started = time.perf_counter()
         now_ms = self.clock()
         batch = Batch()
@@ -159,12 +160,13 @@ class AccountProcessor:
             except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
                 text = f"{type(error).__name__}: {error}"
                 self._reject(batch, message, PROCESSING_ERROR, text, now_ms)
-        await self._commit(batch)
+        output_acks = await self._commit(batch)
         metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
         done_s = time.time()
         for message in messages:
             if message.timestamp:
                 metrics.LATENCY_SECONDS.observe(max(0.0, done_s - message.timestamp))
+        return output_acks
 
     def _handle(self, message: Any, batch: Batch, now_ms: int) -> None:
         if message.topic == self.names.member_commands:
@@ -270,7 +272,7 @@ class AccountProcessor:
         except InvalidEvent as error:
             self._reject(batch, message, error.reason, error.message, now_ms)
             return batch
-        await self._commit(batch)  # the job reads the stored states
+        await self._commit_all(batch)  # the job reads the stored states
         partition = message.partition
         chunk = Batch()
         members = partition_items(self.tables[self.members], partition)
@@ -285,7 +287,7 @@ class AccountProcessor:
                 )
                 self._emit(chunk, member_key, outputs)
             if index % DAILY_CHUNK == DAILY_CHUNK - 1:
-                await self._commit(chunk)
+                await self._commit_all(chunk)
                 chunk = Batch()
         chunk.counts[message.topic, "processed"] += 1
         return chunk
@@ -314,8 +316,13 @@ class AccountProcessor:
         batch.counts[message.topic, "deadlettered"] += 1
         metrics.DEADLETTERS.labels(reason).inc()
 
-    async def _commit(self, batch: Batch) -> None:
-        """Changelog first, acknowledged; then the local state; then the outputs."""
+    async def _commit_all(self, batch: Batch) -> None:
+        for ack in await self._commit(batch):
+            await ack
+
+    async def _commit(self, batch: Batch) -> list[Awaitable[Any]]:
+        """Changelog first, acknowledged; then the local state; then the outputs, whose
+        acknowledgements are returned."""
         send = self.producer.send
         written = []
         for (table, partition), changes in batch.changes.items():
@@ -334,9 +341,8 @@ class AccountProcessor:
             offset = max([(await ack).offset for ack in acks])
             write_local(self.tables[table], partition, encoded, offset)
         outputs = [await send(*record, None, None) for record in batch.outputs]
-        for ack in (*unordered, *outputs):
-            await ack
         self._count(batch)
+        return unordered + outputs
 
     @staticmethod
     def _count(batch: Batch) -> None:
@@ -354,7 +360,9 @@ class Batcher:
     next one, so batches are small (low latency) under light traffic and grow under load,
     with no timer. Events are acknowledged to Faust only once their batch is committed."""
 
-    def __init__(self, process: Callable[[list[Any]], Awaitable[None]], max_size: int) -> None:
+    def __init__(
+        self, process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]], max_size: int
+    ) -> None:
         self.process = process
         self.max_size = max_size
         self.pending: list[EventT] = []
@@ -379,18 +387,31 @@ class Batcher:
             while True:
                 await self.wakeup.wait()
                 self.wakeup.clear()
+                # A batch's outputs are acknowledged while the next batch is processed;
+                # its events are acknowledged to Faust after that.
+                unfinished: tuple[list[EventT], list[Awaitable[Any]]] | None = None
                 while self.pending:
                     events, self.pending = self.pending, []
                     self.room.set()
-                    await self.process([event.message for event in events])
-                    for event in events:
-                        event.ack()
+                    output_acks = await self.process([event.message for event in events])
+                    if unfinished is not None:
+                        await _finish(*unfinished)
+                    unfinished = events, output_acks
+                if unfinished is not None:
+                    await _finish(*unfinished)
         finally:
             self.room.set()  # never leave the stream waiting on a dead committer
 
     def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+async def _finish(events: list[EventT], output_acks: list[Awaitable[Any]]) -> None:
+    for ack in output_acks:
+        await ack
+    for event in events:
+        event.ack()
 
 
 def register(app: faust.App, processor: AccountProcessor) -> None:
