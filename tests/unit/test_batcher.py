@@ -1,0 +1,112 @@
+"""The account agent's natural batching, without Kafka: batches, acks, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents.accounts import Batcher
+
+DEADLINE_S = 5.0
+
+
+class FakeEvent:
+    def __init__(self, number: int) -> None:
+        self.message = number
+        self.acked = False
+
+    def ack(self) -> bool:
+        self.acked = True
+        return True
+
+
+class Committer:
+    """Stands in for ``AccountProcessor.process``: each batch waits for ``release`` and
+    returns one output acknowledgement per batch, resolved by the test."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.output_acks: list[asyncio.Future[Any]] = []
+        self.fail = False
+
+    async def __call__(self, messages: list[Any]) -> list[asyncio.Future[Any]]:
+        self.batches.append(list(messages))
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("changelog unavailable")
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.output_acks.append(ack)
+        return [ack]
+
+
+async def until(condition: Any) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(poll(), DEADLINE_S)
+
+
+def test_messages_arriving_during_a_commit_form_the_next_batch() -> None:
+    async def scenario() -> None:
+        committer = Committer()
+        batcher = Batcher(committer, max_size=100)
+        events = [FakeEvent(n) for n in range(6)]
+        await batcher.add(events[0])
+        await until(lambda: len(committer.batches) == 1)
+        for event in events[1:]:
+            await batcher.add(event)
+        committer.release.set()
+        await until(lambda: len(committer.batches) == 2)
+        assert committer.batches == [[0], [1, 2, 3, 4, 5]]
+        # Nothing is acked before its batch's outputs are acknowledged.
+        assert not any(event.acked for event in events)
+        await until(lambda: len(committer.output_acks) == 2)
+        committer.output_acks[0].set_result(None)
+        await until(lambda: events[0].acked)
+        assert not any(event.acked for event in events[1:])
+        committer.output_acks[1].set_result(None)
+        await until(lambda: all(event.acked for event in events))
+        batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_holds_the_stream_back_until_the_committer_takes_it() -> None:
+    async def scenario() -> None:
+        committer = Committer()
+        batcher = Batcher(committer, max_size=3)
+        await batcher.add(FakeEvent(0))
+        await until(lambda: len(committer.batches) == 1)
+        await batcher.add(FakeEvent(1))
+        await batcher.add(FakeEvent(2))
+        blocked = asyncio.ensure_future(batcher.add(FakeEvent(3)))
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        committer.release.set()
+        await asyncio.wait_for(blocked, DEADLINE_S)
+        await until(lambda: len(committer.batches) == 2)
+        assert committer.batches[1] == [1, 2, 3]
+        batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_commit_fails_the_next_add_and_acks_nothing() -> None:
+    async def scenario() -> None:
+        committer = Committer()
+        committer.fail = True
+        batcher = Batcher(committer, max_size=100)
+        first = FakeEvent(0)
+        await batcher.add(first)
+        committer.release.set()
+        assert batcher.task is not None
+        await asyncio.wait({batcher.task}, timeout=DEADLINE_S)
+        with pytest.raises(RuntimeError, match="changelog unavailable"):
+            await batcher.add(FakeEvent(1))
+        assert not first.acked
+
+    asyncio.run(scenario())
