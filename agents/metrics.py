@@ -27,3 +27,7 @@ LATENCY_SECONDS = Histogram(
     "From the input message's Kafka timestamp to its outputs being handed to the producer.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+CHANGELOG_RECORDS_RESTORED = Counter(
+    "loyalty_changelog_records_restored",
+    "Table changelog records applied in batches while rebuilding local state.",
+)

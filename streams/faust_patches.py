@@ -27,16 +27,32 @@ message its sender task just took is still on its way to the Kafka client, and i
 after 0.1 s. The offsets could then be committed before the state change they cover was
 produced: a restart after SIGKILL lost that change (found by the cold-restart test as a
 second welcome bonus). The fix counts the message in flight and waits for both.
+
+4. Changelog recovery without the per-message path. Faust restores a table by delivering
+every changelog record like a stream message (one ``ConsumerMessage``, one task pair in
+``Consumer._drain_messages``, one ``Event`` decoded and queued, one queue read and one scan
+of every partition's remaining count in ``Recovery._slurp_changelogs``): about 85 µs of CPU
+per record here, 85 s per million members. While a recovery is running, the records the
+fetcher returns for the active changelog partitions of RocksDB tables are applied as one
+batch per partition instead, through the table's own ``apply_changelog_batch`` (the same
+RocksDB writes and ``set_persisted_offset`` as Faust's), and the recovery's offsets are
+advanced as ``_slurp_changelogs`` advances them, so Faust's own logic still decides when
+the changelogs are read up to their end offsets. Other records take the usual path.
 """
 
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import Any
 
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
+
+from agents import metrics
 
 _original_on_recovery_completed = Recovery.on_recovery_completed
 
@@ -100,9 +116,91 @@ async def _flush(self: ProducerBuffer) -> None:
             continue  # still waiting: a flush that gives up is not a flush
 
 
+class _ChangelogRecord:
+    """A fetched changelog record, shaped as the RocksDB store's ``apply_changelog_batch``
+    reads its events (``event.message.tp`` ... ``.value``)."""
+
+    __slots__ = ("tp", "partition", "offset", "key", "value")
+
+    def __init__(self, tp: Any, record: Any) -> None:
+        self.tp = tp
+        self.partition = record.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = record.value
+
+    @property
+    def message(self) -> _ChangelogRecord:
+        return self
+
+
+def _restores_in_batches(table: Any) -> bool:
+    # Only RocksDB stores write the raw changelog bytes (the memory store decodes them),
+    # and a table with an ``on_changelog_event`` callback wants every event.
+    return isinstance(table.data, RocksDBStore) and not table._on_changelog_event
+
+
+def _restore_changelogs(
+    consumer: Consumer, recovery: Recovery, records: Any, active_partitions: Any
+) -> Any:
+    """Apply the records of actively recovered changelog partitions (as
+    ``Recovery._slurp_changelogs`` would, one batch per partition); return the others."""
+    rest = {}
+    applied = False
+    for tp, tp_records in records.items():
+        table: Any = recovery.tp_to_table.get(tp)
+        if (
+            not tp_records
+            or tp not in recovery.active_tps
+            or table is None
+            or (active_partitions is not None and tp not in active_partitions)
+            or not _restores_in_batches(table)
+        ):
+            rest[tp] = tp_records
+            continue
+        seen = recovery.active_offsets.get(tp)
+        batch = [
+            _ChangelogRecord(tp, record)
+            for record in tp_records
+            if seen is None or record.offset > seen
+        ]
+        if batch:
+            if any(recovery.buffers.values()):
+                recovery.flush_buffers()  # what Faust buffered comes first
+            table.apply_changelog_batch(batch)
+            metrics.CHANGELOG_RECORDS_RESTORED.inc(len(batch))
+            recovery.active_offsets[tp] = batch[-1].offset
+            recovery._active_events_received_at[tp] = monotonic()
+            applied = True
+        consumer._read_offset[tp] = tp_records[-1].offset
+        consumer.app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
+    if applied:
+        recovery._last_flush_at = monotonic()
+        # As ``_slurp_changelogs`` ends the recovery once every active changelog
+        # partition is read up to its highwater.
+        if recovery.in_recovery and not recovery.need_recovery():
+            recovery.flush_buffers()
+            recovery._set_recovery_ended()
+            recovery.signal_recovery_end.set()
+    return rest
+
+
+_original_wait_next_records = Consumer._wait_next_records
+
+
+async def _wait_next_records(self: Consumer, timeout: float) -> Any:
+    records, active_partitions = await _original_wait_next_records(self, timeout)
+    if records and self.flow_active:
+        recovery = self.app.tables._recovery  # type: ignore[attr-defined]
+        if recovery is not None and recovery.in_recovery:
+            records = _restore_changelogs(self, recovery, records, active_partitions)
+    return records, active_partitions
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
+    Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
