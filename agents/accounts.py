@@ -361,10 +361,16 @@ class Batcher:
     with no timer. Events are acknowledged to Faust only once their batch is committed."""
 
     def __init__(
-        self, process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]], max_size: int
+        self,
+        process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
+        max_size: int,
+        on_failure: Callable[[BaseException], Awaitable[Any]],
     ) -> None:
         self.process = process
         self.max_size = max_size
+        self.on_failure = on_failure
+        """Called with the error that stopped the committer (the worker crashes on it: its
+        uncommitted input is processed again after a restart)."""
         self.pending: list[EventT] = []
         self.wakeup = asyncio.Event()
         self.room = asyncio.Event()
@@ -399,6 +405,9 @@ class Batcher:
                     unfinished = events, output_acks
                 if unfinished is not None:
                     await _finish(*unfinished)
+        except Exception as error:
+            await self.on_failure(error)
+            raise
         finally:
             self.room.set()  # never leave the stream waiting on a dead committer
 
@@ -420,7 +429,7 @@ def register(app: faust.App, processor: AccountProcessor) -> None:
     @app.agent(processor.topics.member_inputs, name="loyalty.process_member_inputs")
     async def process_member_inputs(stream: faust.StreamT) -> None:
         processor.producer = app.producer
-        batcher = Batcher(processor.process, processor.settings.batch_max)
+        batcher = Batcher(processor.process, processor.settings.batch_max, app.crash)
         try:
             async for event in cast(Stream, stream).noack().events():
                 await batcher.add(event)

@@ -31,6 +31,10 @@ class Committer:
         self.release = asyncio.Event()
         self.output_acks: list[asyncio.Future[Any]] = []
         self.fail = False
+        self.crashed_with: BaseException | None = None
+
+    async def crash(self, error: BaseException) -> None:
+        self.crashed_with = error
 
     async def __call__(self, messages: list[Any]) -> list[asyncio.Future[Any]]:
         self.batches.append(list(messages))
@@ -53,7 +57,7 @@ async def until(condition: Any) -> None:
 def test_messages_arriving_during_a_commit_form_the_next_batch() -> None:
     async def scenario() -> None:
         committer = Committer()
-        batcher = Batcher(committer, max_size=100)
+        batcher = Batcher(committer, max_size=100, on_failure=committer.crash)
         events = [FakeEvent(n) for n in range(6)]
         await batcher.add(events[0])
         await until(lambda: len(committer.batches) == 1)
@@ -78,7 +82,7 @@ def test_messages_arriving_during_a_commit_form_the_next_batch() -> None:
 def test_a_full_batch_holds_the_stream_back_until_the_committer_takes_it() -> None:
     async def scenario() -> None:
         committer = Committer()
-        batcher = Batcher(committer, max_size=3)
+        batcher = Batcher(committer, max_size=3, on_failure=committer.crash)
         await batcher.add(FakeEvent(0))
         await until(lambda: len(committer.batches) == 1)
         await batcher.add(FakeEvent(1))
@@ -95,11 +99,11 @@ def test_a_full_batch_holds_the_stream_back_until_the_committer_takes_it() -> No
     asyncio.run(scenario())
 
 
-def test_a_failed_commit_fails_the_next_add_and_acks_nothing() -> None:
+def test_a_failed_commit_crashes_the_worker_and_acks_nothing() -> None:
     async def scenario() -> None:
         committer = Committer()
         committer.fail = True
-        batcher = Batcher(committer, max_size=100)
+        batcher = Batcher(committer, max_size=100, on_failure=committer.crash)
         first = FakeEvent(0)
         await batcher.add(first)
         committer.release.set()
@@ -108,5 +112,6 @@ def test_a_failed_commit_fails_the_next_add_and_acks_nothing() -> None:
         with pytest.raises(RuntimeError, match="changelog unavailable"):
             await batcher.add(FakeEvent(1))
         assert not first.acked
+        assert isinstance(committer.crashed_with, RuntimeError)
 
     asyncio.run(scenario())
