@@ -174,6 +174,14 @@ def _record_at(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> Any:
 
 def read_values(bootstrap: str, topic: str, start: Offsets, end: Offsets) -> list[dict[str, Any]]:
     """Every value (JSON objects) between two end-offset snapshots."""
+    return [orjson.loads(value) for _, value, _ in read_records(bootstrap, topic, start, end)]
+
+
+def read_records(
+    bootstrap: str, topic: str, start: Offsets, end: Offsets
+) -> list[tuple[bytes, bytes, int]]:
+    """Every (key, value, partition) between two end-offset snapshots, as
+    :func:`produce_bulk` takes them."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -181,7 +189,7 @@ def read_values(bootstrap: str, topic: str, start: Offsets, end: Offsets) -> lis
         fetch_max_bytes=8 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
-    values: list[dict[str, Any]] = []
+    found: list[tuple[bytes, bytes, int]] = []
     try:
         tps = [TopicPartition(topic, partition) for partition in end]
         consumer.assign(tps)
@@ -193,14 +201,36 @@ def read_values(bootstrap: str, topic: str, start: Offsets, end: Offsets) -> lis
             for tp, records in consumer.poll(timeout_ms=500).items():
                 for record in records:
                     if record.offset < end[tp.partition]:
-                        values.append(orjson.loads(record.value))
+                        found.append((record.key, record.value, tp.partition))
                 if consumer.position(tp) >= end[tp.partition]:
                     remaining.discard(tp)
         if remaining:
             raise TimeoutError(f"could not read {topic} up to {end}")
     finally:
         consumer.close()
-    return values
+    return found
+
+
+def wait_for_group(
+    bootstrap: str, group: str, members: int, timeout: float, alive: Callable[[], bool]
+) -> None:
+    """Block until the consumer group ``group`` is stable with ``members`` members (every
+    member has its partitions); raise when ``alive()`` turns false or after ``timeout`` s."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="loyalty-bench-admin")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            found = admin.describe_groups([group])[group]
+            joined = len(found.get("members") or ())
+            if found.get("group_state") == "Stable" and joined == members:
+                return
+            if not alive():
+                raise RuntimeError(f"a member of {group} died ({joined} of {members} joined)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"group {group}: {joined} of {members} after {timeout:.0f}s")
+            time.sleep(0.2)  # polling with a deadline
+    finally:
+        admin.close()
 
 
 class RewardWaiter:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -18,8 +19,15 @@ from typing import Any
 from bench.clients import OffsetWatcher, RewardWaiter, send_one
 from demo.worker_process import WorkerProcess
 from localkafka.broker import KAFKA_VERSION, free_port
+from streams.partitioning import owner_partition
 from streams.settings import Settings, TopicNames
 from streams.topics import ensure_topics
+from tables.definitions import TABLE_NAMES, changelog_topic_name
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The changelog topic of ``table`` in the app of ``settings``."""
+    return changelog_topic_name(settings.app_id, table)
 
 
 def bench_settings(bootstrap: str, data_dir: Path, partitions: int) -> Settings:
@@ -71,11 +79,13 @@ class Bench:
     _workers: int = 0
 
     def settings(self, name: str) -> Settings:
+        """Settings of a new app, whose topics exist (table changelogs included)."""
         settings = bench_settings(self.bootstrap, self.work_dir / name / "state", self.partitions)
         ensure_topics(settings)
+        changelogs = [changelog_topic(settings, table) for table in TABLE_NAMES]
         watcher = OffsetWatcher(self.bootstrap)
         try:  # wait until the new topics are usable: producing at once fails otherwise
-            for topic in settings.topics.__dict__.values():
+            for topic in [*settings.topics.__dict__.values(), *changelogs]:
                 watcher.end_offsets(topic)
         finally:
             watcher.close()
@@ -98,20 +108,39 @@ class Bench:
         """Start ``worker``, send one sale for a new member at once, and return the seconds
         from the process start to that sale's reward event."""
         settings = worker.settings
-        watcher = OffsetWatcher(self.bootstrap)
-        start = watcher.end_offsets(settings.topics.rewards)
-        watcher.close()
-        waiter = RewardWaiter(self.bootstrap, settings.topics.rewards, start)
+        waiter = self._reward_waiter(settings)
         probe = probe_sale()
         try:
             started = worker.start()
             send_one(self.bootstrap, settings.topics.transactions, probe)
             observed = waiter.wait(probe["transaction_id"], timeout, lambda: worker.alive)
         except (RuntimeError, TimeoutError) as error:
-            raise RuntimeError(f"{error}; worker log tail:\n{worker.log_tail()}") from None
+            raise failure(error, [worker]) from None
         finally:
             waiter.close()
         return observed - started
+
+    def wait_all_partitions(
+        self, settings: Settings, alive: Callable[[], bool], timeout: float = 120.0
+    ) -> None:
+        """Send a probe sale to each partition in turn and wait for its reward event: once
+        all are back, the owner of every partition has its tables and processes."""
+        waiter = self._reward_waiter(settings)
+        try:
+            for probe in partition_probes(settings.partitions):
+                send_one(self.bootstrap, settings.topics.transactions, probe)
+                waiter.wait(probe["transaction_id"], timeout, alive)
+        finally:
+            waiter.close()
+
+    def _reward_waiter(self, settings: Settings) -> RewardWaiter:
+        """A waiter for the reward events appended from now on."""
+        watcher = OffsetWatcher(self.bootstrap)
+        try:
+            start = watcher.end_offsets(settings.topics.rewards)
+        finally:
+            watcher.close()
+        return RewardWaiter(self.bootstrap, settings.topics.rewards, start)
 
 
 class BenchWorker:
@@ -146,6 +175,21 @@ class BenchWorker:
 
     def log_tail(self) -> str:
         return self.process.log_tail()
+
+
+def failure(error: Exception, workers: list[BenchWorker]) -> RuntimeError:
+    """``error`` with the log tail of each worker."""
+    tails = "\n".join(worker.log_tail() for worker in workers)
+    return RuntimeError(f"{error}; worker log tail:\n{tails}")
+
+
+def partition_probes(partitions: int) -> list[dict[str, Any]]:
+    """Probe sales whose members are owned by partitions 0, 1, ... in this order."""
+    probes: dict[int, dict[str, Any]] = {}
+    while len(probes) < partitions:
+        probe = probe_sale()
+        probes.setdefault(owner_partition(probe["member_id"].encode(), partitions), probe)
+    return [probes[partition] for partition in range(partitions)]
 
 
 def probe_sale() -> dict[str, Any]:

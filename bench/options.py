@@ -17,6 +17,8 @@ class BenchOptions:
     load_seconds: float = 20.0
     recovery_members: int = 1_000_000
     """Size of the member table a fresh worker rebuilds from its changelog."""
+    scale: bool = True
+    """Run the scale-out phase: the preloaded transactions by one worker, then by two."""
     out: Path = Path("bench-results.json")
     seed: int = 7
     quick: bool = False
@@ -51,6 +53,7 @@ def resolve(
     load_seconds: float | None = None,
     recovery_members: int | None = None,
     seed: int | None = None,
+    scale: bool | None = None,
 ) -> BenchOptions:
     """The preset (``--quick`` or the full run) with every option given explicitly on top."""
     preset = QUICK if quick else FULL
@@ -61,6 +64,7 @@ def resolve(
         loads=preset.loads if loads is None else loads,
         load_seconds=preset.load_seconds if load_seconds is None else load_seconds,
         recovery_members=preset.recovery_members if recovery_members is None else recovery_members,
+        scale=preset.scale if scale is None else scale,
         out=out,
         seed=preset.seed if seed is None else seed,
         quick=quick,

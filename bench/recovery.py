@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench.clients import create_topic, produce_bulk
-from bench.cluster import Bench, Memory
+from bench.clients import produce_bulk
+from bench.cluster import Bench, Memory, changelog_topic
 from schemas.state import MemberState, encode_state
 from streams.partitioning import owner_partition
 
@@ -66,8 +66,7 @@ def run_recovery(bench: Bench, members: int, seed: int) -> RecoveryResult:
     finally:
         empty.stop()
 
-    changelog = f"{settings.app_id}-member_to_state-changelog"
-    create_topic(bench.bootstrap, changelog, settings.partitions, compacted=True)  # if missing
+    changelog = changelog_topic(settings, "member_to_state")
     started = time.monotonic()
     asyncio.run(
         produce_bulk(

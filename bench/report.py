@@ -14,6 +14,7 @@ from bench.cluster import Memory
 from bench.latency import LoadResult
 from bench.preload import PreloadResult
 from bench.recovery import RecoveryResult
+from bench.scale import ScaleResult
 from bench.stats import ratio
 from bench.throughput import ThroughputResult
 
@@ -30,6 +31,7 @@ class Results:
     throughput: ThroughputResult
     latency: list[LoadResult]
     baseline: BaselineResult
+    scale: ScaleResult | None
     recovery: RecoveryResult | None
     worker_memory: dict[str, Memory]
     """Worker VmHWM / VmRSS at the end of each phase."""
@@ -72,6 +74,13 @@ def rows(results: Results) -> list[Row]:
         _row("raw aiokafka baseline", baseline.msg_per_s, "msg/s", digits=0),
         _row("engine / baseline", results.engine_vs_baseline, "", 1 / 3, True, digits=3),
     ]
+    if results.scale is not None:
+        scale = results.scale
+        table += [
+            _row("scale-out: 1 worker", scale.one_worker.tx_per_s, "tx/s", digits=0),
+            _row("scale-out: 2 workers", scale.two_workers.tx_per_s, "tx/s", digits=0),
+            _row("scale-out: 2 workers / 1", scale.ratio, "", digits=2),
+        ]
     for load in results.latency:
         name = f"@{load.offered_per_s:,}/s"
         summary = load.latency

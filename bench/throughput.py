@@ -3,13 +3,15 @@
 The worker starts with all N transactions waiting. Throughput is N over the time from its
 first output to its last one (the Kafka timestamps of the first and last reward events:
 exactly one reward event per input). Progress is watched through end offsets twice a
-second, so the measuring side takes next to no CPU from the worker.
+second, so the measuring side takes next to no CPU from the worker. The scale-out phase
+times its runs of one and two workers the same way (:func:`measure_throughput`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from bench.clients import (
     read_values,
     wait_for_count,
 )
-from bench.cluster import Bench, BenchWorker
+from bench.cluster import Bench, BenchWorker, failure
 from bench.stats import rate
 from streams.settings import Settings
 
@@ -37,7 +39,8 @@ class ThroughputResult:
     """First output to last output."""
     tx_per_s: float
     start_to_last_output_s: float
-    """From the worker process start (includes its start-up) to the last output."""
+    """From the worker process start (includes its start-up) to the last output; in the
+    scale-out phase, whose workers are ready first, from the start of the input burst."""
     outcomes: dict[str, int]
     """What the engine made of the mix, counted on its reward events (read after the
     timed window): source types, coupon statuses, tier changes, missions, enrolments."""
@@ -60,31 +63,51 @@ def run_throughput(
     bench: Bench, settings: Settings, transactions: int
 ) -> tuple[ThroughputResult, BenchWorker]:
     """Returns the result and the worker, still running (the latency phase uses it)."""
-    topics = settings.topics
+    worker = bench.worker(settings)
+    return measure_throughput(bench, [worker], transactions, "throughput"), worker
+
+
+def measure_throughput(
+    bench: Bench,
+    workers: list[BenchWorker],
+    transactions: int,
+    phase: str,
+    feed: Callable[[], object] | None = None,
+) -> ThroughputResult:
+    """Time the ``transactions`` reward events of ``workers`` (one app). Without ``feed``
+    the input is already waiting and the workers are started here; with it they already run,
+    ready, and ``feed()`` produces the input. The workers are left running (stopped when the
+    measure fails)."""
+    topics = workers[0].settings.topics
     watcher = OffsetWatcher(bench.bootstrap)
     try:
         start = {
             topics.rewards: watcher.end_offsets(topics.rewards),
             topics.deadletter: watcher.end_offsets(topics.deadletter),
         }
-        worker = bench.worker(settings)
         started_wall = time.time()
-        worker.start()
         try:
+            if feed is None:
+                for worker in workers:
+                    worker.start()
+            else:
+                feed()
             ends = wait_for_count(
                 watcher,
                 start,
                 transactions,
                 STALL_TIMEOUT_S,
-                alive=lambda: worker.alive,
+                alive=lambda: all(worker.alive for worker in workers),
                 what="reward events",
             )
         except (RuntimeError, TimeoutError) as error:
-            worker.stop()
-            raise RuntimeError(f"{error}; worker log tail:\n{worker.log_tail()}") from None
+            for worker in workers:
+                worker.stop()
+            raise failure(error, workers) from None
     finally:
         watcher.close()
-    bench.record_memory("throughput", worker)
+    for index, worker in enumerate(workers, 1):
+        bench.record_memory(phase if len(workers) == 1 else f"{phase}.{index}", worker)
     rewards = count_since(start[topics.rewards], ends[topics.rewards])
     dead_letters = count_since(start[topics.deadletter], ends[topics.deadletter])
     first_ms, last_ms = boundary_timestamps(
@@ -94,7 +117,7 @@ def run_throughput(
     rewards_read = read_values(
         bench.bootstrap, topics.rewards, start[topics.rewards], ends[topics.rewards]
     )
-    result = ThroughputResult(
+    return ThroughputResult(
         transactions=transactions,
         reward_events=rewards,
         dead_letters=dead_letters,
@@ -103,4 +126,3 @@ def run_throughput(
         start_to_last_output_s=round(last_ms / 1000 - started_wall, 3),
         outcomes=outcome_counts(rewards_read),
     )
-    return result, worker

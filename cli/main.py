@@ -98,6 +98,7 @@ def _bench(args: argparse.Namespace) -> int:
             load_seconds=args.load_seconds,
             recovery_members=args.recovery_members,
             seed=args.seed,
+            scale=args.scale,
         )
     except ValueError as error:
         print(f"loyalty bench: {error}", file=sys.stderr)
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until Ctrl-C")
 
     bench = commands.add_parser(
-        "bench", help="benchmark one worker on a local broker: throughput, latency, recovery"
+        "bench", help="benchmark on a local broker: throughput, latency, scale-out, recovery"
     )
     bench.add_argument("--transactions", type=int, help="preloaded transactions (200000)")
     bench.add_argument("--members", type=int, help="members of the workload (50000)")
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--load-seconds", type=float, help="seconds per offered load (20)")
     bench.add_argument("--recovery-members", type=int, help="member table to rebuild (1000000)")
     bench.add_argument("--seed", type=int, help="seed of the workload (7)")
+    bench.add_argument(
+        "--scale",
+        action=argparse.BooleanOptionalAction,
+        help="time the preloaded transactions with one worker, then two (default: on)",
+    )
     bench.add_argument(
         "--quick", action="store_true", help="a tiny run for CI (3000 transactions, 1000 members)"
     )

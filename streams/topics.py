@@ -17,6 +17,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
+from tables.definitions import TABLE_NAMES, changelog_topic_name
 
 # Dead letters carry the original value base64-encoded (4/3 of its size), and the
 # contract says a 1 MB input must still reach the dead-letter topic intact.
@@ -85,6 +86,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     (their partitions map one to one onto the table changelog partitions).
     """
     names = settings.topics
+    # Faust creates a table's changelog topic only once the app runs; until then (a fresh
+    # deployment's first worker) the table's writes fail, so they are created here.
+    changelogs = [changelog_topic_name(settings.app_id, table) for table in TABLE_NAMES]
     co_partitioned = {
         names.transactions,
         names.members,
@@ -93,8 +97,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         names.daily,
         names.referrals,
         names.member_commands,
+        *changelogs,
     }
     wanted = [
+        *changelogs,
         names.daily,
         names.referrals,
         names.member_commands,
@@ -130,7 +136,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 name,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                topic_configs={
+                    "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                    **({"cleanup.policy": "compact"} if name in changelogs else {}),
+                },
             )
             try:
                 admin.create_topics([topic])

@@ -62,12 +62,17 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
     return table
 
 
+TABLE_NAMES = ("member_to_state", "erased_members", "referral_code_to_member")
+"""The tables' names, in the order of :class:`Tables`' fields."""
+
+
+def changelog_topic_name(app_id: str, table: str) -> str:
+    """The name Faust gives ``table``'s changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
 def define_tables(app: faust.App, settings: Settings) -> Tables:
-    return Tables(
-        member_to_state=_raw_table(app, "member_to_state", settings),
-        erased_members=_raw_table(app, "erased_members", settings),
-        referral_code_to_member=_raw_table(app, "referral_code_to_member", settings),
-    )
+    return Tables(*(_raw_table(app, name, settings) for name in TABLE_NAMES))
 
 
 def partition_items(table: TableT, partition: int) -> Iterator[tuple[bytes, bytes]]:

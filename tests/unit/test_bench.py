@@ -1,6 +1,8 @@
-"""The pure parts of ``loyalty bench``: statistics, options, and the workload's mix, checked
-against the engine's own decoding and pure transitions (every input valid, one reward each)."""
+"""The pure parts of ``loyalty bench``: statistics, options, the results table, and the
+workload's mix, checked against the engine's own decoding and pure transitions (every input
+valid, one reward each)."""
 
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -8,10 +10,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.baseline import BaselineResult
+from bench.cluster import Memory, partition_probes
 from bench.options import QUICK, parse_loads, resolve
+from bench.preload import PreloadResult
 from bench.recovery import changelog_records
+from bench.report import Results, rows
+from bench.scale import ScaleResult
 from bench.stats import percentile, rate, ratio, summarize
-from bench.throughput import outcome_counts
+from bench.throughput import ThroughputResult, outcome_counts
 from bench.workload import (
     Mix,
     TransactionGenerator,
@@ -91,8 +98,54 @@ def test_quick_preset_with_explicit_options_on_top():
     full = resolve(quick=False, out=Path("x.json"))
     assert (full.transactions, full.members, full.loads) == (200_000, 50_000, (1000, 5000))
     assert full.recovery_members == 1_000_000
+    assert full.scale and options.scale
+    assert not resolve(quick=True, out=Path("x.json"), scale=False).scale
     with pytest.raises(ValueError):
         resolve(quick=False, out=Path("x.json"), transactions=0)
+
+
+# --- scale-out ------------------------------------------------------------------------------
+
+
+def test_partition_probes_reach_every_partition_in_order():
+    probes = partition_probes(8)
+    assert [owner_partition(p["member_id"].encode(), 8) for p in probes] == list(range(8))
+    assert len({probe["transaction_id"] for probe in probes}) == 8
+
+
+def _throughput(tx_per_s: float) -> ThroughputResult:
+    return ThroughputResult(
+        transactions=3000,
+        reward_events=3000,
+        dead_letters=0,
+        seconds=round(3000 / tx_per_s, 3),
+        tx_per_s=tx_per_s,
+        start_to_last_output_s=5.0,
+        outcomes={"sale": 3000},
+    )
+
+
+def test_table_shows_both_scale_out_runs_and_their_ratio():
+    scale = ScaleResult(_throughput(1000.0), _throughput(1800.0), ratio(1800.0, 1000.0))
+    results = Results(
+        started_at="2026-11-23T12:00:00+00:00",
+        duration_s=60.0,
+        options={},
+        machine={},
+        preload=PreloadResult(3000, 1000, 100, 50, {"sale": 3000}, 0.2, 15000.0),
+        throughput=_throughput(1200.0),
+        latency=[],
+        baseline=BaselineResult(messages=3000, seconds=0.1, msg_per_s=30000.0),
+        scale=scale,
+        recovery=None,
+        worker_memory={"scale-2.1": Memory(peak_mb=110.0, rss_mb=100.0)},
+    )
+    table = {metric: value for metric, value, _, _ in rows(results)}
+    assert table["scale-out: 1 worker"] == "1,000 tx/s"
+    assert table["scale-out: 2 workers"] == "1,800 tx/s"
+    assert table["scale-out: 2 workers / 1"] == "1.80"
+    without = rows(dataclasses.replace(results, scale=None))
+    assert not [row for row in without if row[0].startswith("scale-out")]
 
 
 # --- workload -------------------------------------------------------------------------------

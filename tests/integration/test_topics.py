@@ -1,0 +1,49 @@
+"""``ensure_topics`` against the real broker: every topic, table changelogs included."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+from streams.topics import TopicLayoutError, ensure_topics
+from tables.definitions import TABLE_NAMES, changelog_topic_name
+from tests.integration.harness import isolated_settings
+
+
+def test_a_fresh_deployment_gets_every_topic_with_compacted_changelogs(kafka_bootstrap, tmp_path):
+    settings = isolated_settings(kafka_bootstrap, tmp_path, partitions=3)
+    changelogs = {changelog_topic_name(settings.app_id, table) for table in TABLE_NAMES}
+    wanted = set(vars(settings.topics).values()) | changelogs
+
+    assert set(ensure_topics(settings)) == wanted
+    assert ensure_topics(settings) == []  # idempotent
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = {item["name"]: item for item in admin.describe_topics(sorted(wanted))}
+        assert {name: len(item["partitions"]) for name, item in described.items()} == dict.fromkeys(
+            wanted, 3
+        )
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(changelogs)]
+        described_configs = admin.describe_configs(resources)
+        by_topic = next(iter(described_configs.values()))
+        assert set(by_topic) == changelogs
+        for name, configs in by_topic.items():
+            assert "compact" in str(configs["cleanup.policy"]), (name, configs["cleanup.policy"])
+    finally:
+        admin.close()
+
+
+def test_a_changelog_with_another_partition_count_is_refused(kafka_bootstrap, tmp_path):
+    settings = replace(isolated_settings(kafka_bootstrap, tmp_path), partitions=4)
+    changelog = changelog_topic_name(settings.app_id, "member_to_state")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(changelog, num_partitions=2, replication_factor=1)])
+    finally:
+        admin.close()
+    with pytest.raises(TopicLayoutError, match="member_to_state-changelog"):
+        ensure_topics(settings)
