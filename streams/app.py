@@ -25,6 +25,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # Outputs of consecutive events share produce requests instead of one request per

@@ -72,6 +72,9 @@ class Settings:
     daily_cron: str = "5 0 * * *"
     """``LOYALTY_DAILY_CRON``: when the daily jobs start by themselves (cron format, in the
     program's time zone); empty to leave them to ``loyalty daily`` alone."""
+    standby_replicas: int = 1
+    """``LOYALTY_STANDBY_REPLICAS``: how many other workers keep a warm copy of each table
+    partition (read from its changelog), so a failover skips the rebuild."""
     batch_max: int = 2000
     """``LOYALTY_BATCH_MAX``: most input messages the account agent commits as one batch
     (one changelog round trip, then one for the outputs); the messages that arrive during a
@@ -107,6 +110,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
+        standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
@@ -127,6 +131,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "LOYALTY_DAILY_CRON": settings.daily_cron,
+        "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
         "LOYALTY_LOG_LEVEL": settings.log_level,
     }
