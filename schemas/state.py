@@ -9,13 +9,17 @@ disagree after a crash.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar, overload
 
 import orjson
 
 STATE_VERSION = 1
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,98 @@ class AppliedEvent:
     """For a refund: the transaction_id of the sale it refunds."""
     details: dict[str, Any] = field(default_factory=dict)
     """Outcomes beyond the ledger: tier used and tier change, coupon results, missions."""
+
+
+StoredEvent = list[Any]
+"""An :class:`AppliedEvent` in its stored form (see ``_encode_applied``)."""
+
+# Positions in a stored event that the log reads without decoding the event.
+_OCCURRED_S = 0
+_LITERS = 3
+_REFUND_OF = 7
+_occurred_s = itemgetter(_OCCURRED_S)
+
+
+class AppliedLog(Mapping[str, AppliedEvent]):
+    """The applied events of a retention window by id, kept in their stored form.
+
+    A member's state is decoded and re-encoded for every event, but only one or two of its
+    remembered events are ever looked up; so the log keeps them as stored, decodes an event
+    when it is looked up, and is encoded back as it is (untouched events byte for byte).
+    The log is immutable: every change returns a new log.
+
+    Two logs are equal when their stored forms are equal.
+    """
+
+    __slots__ = ("_stored",)
+
+    def __init__(self, stored: dict[str, StoredEvent] | None = None) -> None:
+        """A log of events in their stored form, as parsed (kept as it is, not copied)."""
+        self._stored: dict[str, StoredEvent] = {} if stored is None else stored
+
+    @property
+    def stored(self) -> dict[str, StoredEvent]:
+        """The events in their stored form, in the order they were added (do not mutate)."""
+        return self._stored
+
+    def __getitem__(self, event_id: str) -> AppliedEvent:
+        return _decode_applied(self._stored[event_id])
+
+    @overload
+    def get(self, event_id: str, /) -> AppliedEvent | None: ...
+    @overload
+    def get(self, event_id: str, /, default: AppliedEvent | _T) -> AppliedEvent | _T: ...
+    def get(self, event_id: str, /, default: object = None) -> object:
+        # Mapping.get would look up through an exception, and most lookups miss.
+        item = self._stored.get(event_id)
+        return default if item is None else _decode_applied(item)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._stored
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AppliedLog):
+            return self._stored == other._stored
+        return super().__eq__(other)
+
+    def __repr__(self) -> str:
+        return f"AppliedLog({self._stored!r})"
+
+    def newest_occurred_s(self) -> int:
+        """Event time of the newest event, 0 for an empty log."""
+        return max(map(_occurred_s, self._stored.values()), default=0)
+
+    def sales_after(self, after_s: int) -> list[tuple[int, Decimal]]:
+        """(event time, litres) of the sales (refunds left out) that occurred after
+        ``after_s``; only their litres are decoded."""
+        return [
+            (item[_OCCURRED_S], Decimal(item[_LITERS]))
+            for item in self._stored.values()
+            if item[_OCCURRED_S] > after_s and item[_REFUND_OF] is None
+        ]
+
+    def since(self, keep_from_s: int) -> AppliedLog:
+        """The log without the events that occurred before ``keep_from_s``."""
+        if min(map(_occurred_s, self._stored.values()), default=keep_from_s) >= keep_from_s:
+            return self  # the usual case, found without a loop in Python
+        return AppliedLog(
+            {
+                event_id: item
+                for event_id, item in self._stored.items()
+                if item[_OCCURRED_S] >= keep_from_s
+            }
+        )
+
+    def with_event(self, event_id: str, applied: AppliedEvent) -> AppliedLog:
+        """The log with ``applied`` added, or replacing the event of the same id (which
+        keeps its place)."""
+        return AppliedLog({**self._stored, event_id: _encode_applied(applied)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +166,9 @@ class MemberState:
     enrolled_at: str | None = None
     """Event time of enrolment (ISO-8601), None until the first sale or signup."""
     welcome_given: bool = False
-    applied: dict[str, AppliedEvent] = field(default_factory=dict)
+    applied: AppliedLog = field(default_factory=AppliedLog)
     """Transactions applied within the retention window, by transaction_id."""
-    member_events: dict[str, AppliedEvent] = field(default_factory=dict)
+    member_events: AppliedLog = field(default_factory=AppliedLog)
     """Member events applied within the retention window, by event_id."""
     profile: Profile = field(default_factory=Profile)
     referral_code: str | None = None
@@ -94,7 +190,7 @@ class MemberState:
     """True once a signup of this member claimed a referral code (once per member)."""
 
 
-def _encode_applied(applied: AppliedEvent) -> list[Any]:
+def _encode_applied(applied: AppliedEvent) -> StoredEvent:
     return [
         applied.occurred_s,
         applied.processed_ms,
@@ -108,7 +204,7 @@ def _encode_applied(applied: AppliedEvent) -> list[Any]:
     ]
 
 
-def _decode_applied(item: list[Any]) -> AppliedEvent:
+def _decode_applied(item: StoredEvent) -> AppliedEvent:
     return AppliedEvent(
         occurred_s=item[0],
         processed_ms=item[1],
@@ -141,8 +237,8 @@ def encode_state(state: MemberState) -> bytes:
             "b": state.balance,
             "e": state.enrolled_at,
             "w": state.welcome_given,
-            "t": {key: _encode_applied(value) for key, value in state.applied.items()},
-            "m": {key: _encode_applied(value) for key, value in state.member_events.items()},
+            "t": state.applied.stored,
+            "m": state.member_events.stored,
             "p": [
                 profile.locale,
                 profile.birth_date,
@@ -174,8 +270,8 @@ def decode_state(value: bytes | None) -> MemberState:
         balance=raw["b"],
         enrolled_at=raw.get("e"),
         welcome_given=raw.get("w", False),
-        applied={key: _decode_applied(item) for key, item in raw.get("t", {}).items()},
-        member_events={key: _decode_applied(item) for key, item in raw.get("m", {}).items()},
+        applied=AppliedLog(raw.get("t")),
+        member_events=AppliedLog(raw.get("m")),
         profile=Profile(*profile),
         referral_code=raw.get("r"),
         tier=raw.get("tier"),

@@ -84,13 +84,9 @@ def render_transaction(
 ) -> Outputs:
     """Ledger entries, reward event and notifications of one applied sale or refund."""
     source_id = transaction.transaction_id
+    occurred_at = transaction.occurred_at.isoformat()
     ledger = _ledger(
-        TRANSACTION_SOURCE,
-        source_id,
-        transaction.member_id,
-        applied,
-        program,
-        transaction.occurred_at.isoformat(),
+        TRANSACTION_SOURCE, source_id, transaction.member_id, applied, program, occurred_at
     )
     points = sum(delta for _, delta in applied.entries)
     is_sale = transaction.type == SALE
@@ -100,7 +96,7 @@ def render_transaction(
         source_id,
         transaction.member_id,
         transaction.type,
-        transaction.occurred_at.isoformat(),
+        occurred_at,
         applied,
         program,
         station_id=transaction.station_id,
@@ -138,7 +134,7 @@ def render_transaction(
     notifications = _notifications(
         TRANSACTION_SOURCE,
         source_id,
-        transaction.occurred_at.isoformat(),
+        occurred_at,
         messages,
         state,
         program,
@@ -332,6 +328,7 @@ def _ledger(
 ) -> list[LedgerEntry]:
     points = sum(delta for _, delta in applied.entries)
     balance = applied.balance_after - points
+    processed_at = iso_from_ms(applied.processed_ms)
     seen: dict[str, int] = {}
     ledger = []
     for reason, delta in applied.entries:
@@ -350,7 +347,7 @@ def _ledger(
                 source_event_id=source_id,
                 program_version=program.version,
                 occurred_at=occurred_at,
-                processed_at=iso_from_ms(applied.processed_ms),
+                processed_at=processed_at,
             )
         )
     return ledger

@@ -90,7 +90,9 @@ def apply_transaction(
 
     occurred_s = int(transaction.occurred_at.timestamp())
     window_s = program.refund_window_days * _DAY_S
-    if occurred_s < _newest_occurred_s(state) - window_s:
+    # Neither a sale nor a refund changes the event time of a remembered transaction.
+    newest_s = state.applied.newest_occurred_s()
+    if occurred_s < newest_s - window_s:
         raise RejectedTransaction(
             STALE_TRANSACTION,
             f"transaction is older than the {program.refund_window_days}-day window of the "
@@ -100,16 +102,11 @@ def apply_transaction(
         state, applied = _apply_sale(state, transaction, program, occurred_s, processed_ms)
     else:
         state, applied = _apply_refund(state, transaction, program, occurred_s, processed_ms)
-    keep_from_s = max(_newest_occurred_s(state), occurred_s) - window_s
-    applied_by_id = {
-        transaction_id: record
-        for transaction_id, record in state.applied.items()
-        if record.occurred_s >= keep_from_s
-    }
-    applied_by_id[transaction.transaction_id] = applied
+    keep_from_s = max(newest_s, occurred_s) - window_s
+    applied_log = state.applied.since(keep_from_s).with_event(transaction.transaction_id, applied)
     keep_from_day = day_of(occurred_s, program) - program.tier_window_days
     earned = {day: points for day, points in state.earned_by_day.items() if day > keep_from_day}
-    new_state = replace(state, applied=applied_by_id, earned_by_day=earned)
+    new_state = replace(state, applied=applied_log, earned_by_day=earned)
     return new_state, Outcome(applied=applied, duplicate=False)
 
 
@@ -135,10 +132,6 @@ def _credit(
         lots=lots.credit(state.lots, day, points),
         tier=tier.name,
     )
-
-
-def _newest_occurred_s(state: MemberState) -> int:
-    return max((record.occurred_s for record in state.applied.values()), default=0)
 
 
 def _enrol(state: MemberState, occurred_at: datetime, member_id: str) -> MemberState:
@@ -193,6 +186,8 @@ def _apply_sale(
 def _redeem_coupons(
     state: MemberState, sale: Transaction, occurred_s: int, entries: list[tuple[str, int]]
 ) -> tuple[MemberState, list[dict[str, Any]]]:
+    if not sale.coupon_codes:
+        return state, []
     results = []
     held: dict[str, Coupon] = dict(state.coupons)
     for presented in sale.coupon_codes:
@@ -216,11 +211,11 @@ def _complete_missions(
     occurred_s: int,
     entries: list[tuple[str, int]],
 ) -> tuple[MemberState, list[str]]:
-    sales = [
-        (record.occurred_s, record.liters)
-        for record in state.applied.values()
-        if record.refund_of is None
-    ]
+    if not program.missions:
+        return state, []
+    longest_window_s = max(mission.window_days for mission in program.missions) * _DAY_S
+    # Only the sales inside a mission window can count.
+    sales = state.applied.sales_after(occurred_s - longest_window_s)
     sales.append((occurred_s, sale.liters))
     completed = []
     awarded = dict(state.mission_awarded_s)
@@ -230,7 +225,9 @@ def _complete_missions(
             completed.append(mission.id)
             if mission.bonus_points:
                 entries.append((MISSION_BONUS, mission.bonus_points))
-    return replace(state, mission_awarded_s=awarded), completed
+    if completed:
+        state = replace(state, mission_awarded_s=awarded)
+    return state, completed
 
 
 def _apply_refund(
@@ -271,7 +268,7 @@ def _apply_refund(
     new_state = replace(
         state,
         balance=balance,
-        applied={**state.applied, original_id: updated_original},
+        applied=state.applied.with_event(original_id, updated_original),
         earned_by_day=earned_by_day,
         lots=lots.debit(state.lots, points),
     )
@@ -322,12 +319,7 @@ def apply_member_event(
         details=details,
     )
     keep_from_s = occurred_s - program.refund_window_days * _DAY_S
-    member_events = {
-        event_id: record
-        for event_id, record in state.member_events.items()
-        if record.occurred_s >= keep_from_s
-    }
-    member_events[event.event_id] = applied
+    member_events = state.member_events.since(keep_from_s).with_event(event.event_id, applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
 
 
@@ -406,7 +398,7 @@ def apply_daily(
         entries=tuple(entries),
         details=details,
     )
-    member_events = {**state.member_events, _daily_key(day): applied}
+    member_events = state.member_events.with_event(_daily_key(day), applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
 
 
@@ -446,7 +438,7 @@ def apply_referral_outcome(
         entries=entries,
         details=details,
     )
-    new_state = replace(state, member_events={**state.member_events, key: applied})
+    new_state = replace(state, member_events=state.member_events.with_event(key, applied))
     return new_state, Outcome(applied=applied, duplicate=False)
 
 
