@@ -4,7 +4,8 @@ A plain aiokafka loop in a consumer group of its own reads the N preloaded trans
 parses each value with orjson and produces one small message per input to a scratch
 topic, with the engine's producer settings (acks=all, default batching). No worker runs
 meanwhile. Throughput is N over the time from the first input read to the last output
-(the Kafka timestamp of the last record on the scratch topic).
+(the Kafka timestamp of the last record on the scratch topic). The Faust floor phase
+(:mod:`bench.faust_floor`) does the same work through a Faust agent and is timed alike.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ STALL_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class BaselineResult:
+    """The figures of the baseline, and of the Faust floor (timed alike)."""
+
     messages: int
     seconds: float
     """First input read to last output."""
@@ -38,6 +41,25 @@ def run_baseline(bootstrap: str, settings: Settings, stop: Offsets) -> BaselineR
     count, first_input = asyncio.run(
         _loop(bootstrap, settings.topics.transactions, stop, scratch, f"{settings.app_id}-baseline")
     )
+    return timed_to_last_output(bootstrap, scratch, count, first_input)
+
+
+def scratch_value(transaction: bytes) -> bytes:
+    """The work done per input: parse the transaction, encode a small output from it."""
+    event = orjson.loads(transaction)
+    output = {
+        "transaction_id": event["transaction_id"],
+        "member_id": event["member_id"],
+        "liters": event["liters"],
+    }
+    return orjson.dumps(output)
+
+
+def timed_to_last_output(
+    bootstrap: str, scratch: str, count: int, first_input: float
+) -> BaselineResult:
+    """``count`` messages over the time from ``first_input`` (wall time, s) to the Kafka
+    timestamp of the last record on the ``scratch`` topic (its only writer has finished)."""
     watcher = OffsetWatcher(bootstrap)
     try:
         end = watcher.end_offsets(scratch)
@@ -73,13 +95,8 @@ async def _loop(
                         break
                     if not first_input:
                         first_input = time.time()
-                    event = orjson.loads(record.value)
-                    output = {
-                        "transaction_id": event["transaction_id"],
-                        "member_id": event["member_id"],
-                        "liters": event["liters"],
-                    }
-                    await producer.send(scratch, key=record.key, value=orjson.dumps(output))
+                    value = scratch_value(record.value)
+                    await producer.send(scratch, key=record.key, value=value)
                     count += 1
                 if records and records[-1].offset >= end - 1:
                     remaining.discard(tp.partition)

@@ -31,6 +31,9 @@ class Results:
     throughput: ThroughputResult
     latency: list[LoadResult]
     baseline: BaselineResult
+    faust_floor: BaselineResult
+    """The baseline's work through a bare Faust agent: the ceiling Faust's per-message path
+    leaves the engine."""
     scale: ScaleResult | None
     recovery: RecoveryResult | None
     worker_memory: dict[str, Memory]
@@ -39,6 +42,10 @@ class Results:
     @property
     def engine_vs_baseline(self) -> float | None:
         return ratio(self.throughput.tx_per_s, self.baseline.msg_per_s)
+
+    @property
+    def engine_vs_faust_floor(self) -> float | None:
+        return ratio(self.throughput.tx_per_s, self.faust_floor.msg_per_s)
 
     @property
     def peak_rss_mb(self) -> float:
@@ -73,6 +80,8 @@ def rows(results: Results) -> list[Row]:
         _row("throughput, one worker", throughput.tx_per_s, "tx/s", 10_000, True, digits=0),
         _row("raw aiokafka baseline", baseline.msg_per_s, "msg/s", digits=0),
         _row("engine / baseline", results.engine_vs_baseline, "", 1 / 3, True, digits=3),
+        _row("Faust floor (bare agent)", results.faust_floor.msg_per_s, "msg/s", digits=0),
+        _row("engine / Faust floor", results.engine_vs_faust_floor, "", digits=3),
     ]
     if results.scale is not None:
         scale = results.scale
@@ -120,6 +129,7 @@ def format_table(table: list[Row]) -> str:
 def write_json(results: Results, path: Path) -> None:
     document = dataclasses.asdict(results)
     document["engine_vs_baseline"] = results.engine_vs_baseline
+    document["engine_vs_faust_floor"] = results.engine_vs_faust_floor
     document["peak_rss_mb"] = results.peak_rss_mb
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from bench.baseline import run_baseline
 from bench.cluster import Bench, machine_info
+from bench.faust_floor import run_faust_floor
 from bench.latency import run_load
 from bench.options import BenchOptions
 from bench.preload import run_preload
 from bench.recovery import run_recovery
 from bench.report import Results, format_table, rows, write_json
 from bench.scale import run_scale
+from bench.stats import ratio
 from bench.throughput import run_throughput
 from localkafka import broker
 
@@ -66,7 +68,7 @@ def _phases(
     preloaded = run_preload(bench, options, settings)
     preload = preloaded.result
     print(
-        f"[1/7] preload: {preload.transactions:,} transactions over {preload.members:,} members "
+        f"[1/8] preload: {preload.transactions:,} transactions over {preload.members:,} members "
         f"({preload.coupons_issued:,} newsletter coupons issued by the engine) produced in "
         f"{preload.produce_seconds:.1f}s; mix {preload.mix}",
         flush=True,
@@ -74,7 +76,7 @@ def _phases(
 
     throughput, worker = run_throughput(bench, settings, preload.transactions)
     print(
-        f"[2/7] throughput: {throughput.tx_per_s:,.0f} tx/s ({throughput.transactions:,} in "
+        f"[2/8] throughput: {throughput.tx_per_s:,.0f} tx/s ({throughput.transactions:,} in "
         f"{throughput.seconds:.1f}s first to last output; {throughput.dead_letters} dead letters); "
         f"outcomes {throughput.outcomes}",
         flush=True,
@@ -101,7 +103,7 @@ def _phases(
                 else "no reward event observed"
             )
             print(
-                f"[3/7] latency @ {offered:,}/s: sent {load.sent:,} at "
+                f"[3/8] latency @ {offered:,}/s: sent {load.sent:,} at "
                 f"{load.achieved_per_s:,.0f}/s; {figures}; {load.missing:,} not observed",
                 flush=True,
             )
@@ -110,10 +112,16 @@ def _phases(
         worker.stop()
 
     baseline = run_baseline(bench.bootstrap, settings, preloaded.end_offsets)
-    ratio = throughput.tx_per_s / baseline.msg_per_s if baseline.msg_per_s else 0.0
     print(
-        f"[4/7] baseline: {baseline.msg_per_s:,.0f} msg/s (aiokafka consume + orjson + produce); "
-        f"engine = {ratio:.3f} x baseline",
+        f"[4/8] baseline: {baseline.msg_per_s:,.0f} msg/s (aiokafka consume + orjson + produce); "
+        f"engine = {_times(throughput.tx_per_s, baseline.msg_per_s)} x baseline",
+        flush=True,
+    )
+
+    floor = run_faust_floor(bench, settings, preloaded.end_offsets)
+    print(
+        f"[5/8] faust floor: {floor.msg_per_s:,.0f} msg/s (Faust agent: parse + produce one "
+        f"message per input; engine = {_times(throughput.tx_per_s, floor.msg_per_s)} x floor)",
         flush=True,
     )
 
@@ -123,7 +131,7 @@ def _phases(
         one, two = scale.one_worker, scale.two_workers
         same = one.outcomes == two.outcomes == throughput.outcomes
         print(
-            f"[5/7] scale-out: 1 worker {one.tx_per_s:,.0f} tx/s, 2 workers {two.tx_per_s:,.0f} "
+            f"[6/8] scale-out: 1 worker {one.tx_per_s:,.0f} tx/s, 2 workers {two.tx_per_s:,.0f} "
             f"tx/s, ratio {scale.ratio} ({one.seconds:.1f}s and {two.seconds:.1f}s first to "
             f"last output; {one.dead_letters + two.dead_letters} dead letters; outcomes "
             f"{'as in' if same else 'DIFFER from'} phase 2)",
@@ -134,7 +142,7 @@ def _phases(
     if options.recovery_members:
         recovery = run_recovery(bench, options.recovery_members, options.seed)
         print(
-            f"[6/7] recovery: {recovery.members:,} members rebuilt in "
+            f"[7/8] recovery: {recovery.members:,} members rebuilt in "
             f"{recovery.cold_rebuild_s:.1f}s "
             f"({recovery.cold_s_per_million} s per million; start {recovery.cold_start_s:.1f}s vs "
             f"{recovery.empty_start_s:.1f}s empty); warm restart {recovery.warm_restart_s:.1f}s",
@@ -142,7 +150,7 @@ def _phases(
         )
     memory = bench.memory
     print(
-        "[7/7] worker memory (VmHWM / VmRSS, MB): "
+        "[8/8] worker memory (VmHWM / VmRSS, MB): "
         + ", ".join(f"{phase} {m.peak_mb:.0f}/{m.rss_mb:.0f}" for phase, m in memory.items()),
         flush=True,
     )
@@ -155,7 +163,13 @@ def _phases(
         throughput=throughput,
         latency=loads,
         baseline=baseline,
+        faust_floor=floor,
         scale=scale,
         recovery=recovery,
         worker_memory=dict(memory),
     )
+
+
+def _times(numerator: float, denominator: float) -> str:
+    share = ratio(numerator, denominator)
+    return "n/a" if share is None else f"{share:.3f}"

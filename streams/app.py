@@ -28,8 +28,9 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Outputs of consecutive events share produce requests instead of one request per
-        # message; 5 ms is far below the latency budget.
+        # The account agent hands a whole batch to the producer at once, so a short linger
+        # is enough for its records to share produce requests; each batch waits for one
+        # changelog round trip, which a longer linger would lengthen.
         producer_linger_ms=1,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,

@@ -10,8 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.baseline import BaselineResult
+from bench.baseline import BaselineResult, scratch_value
 from bench.cluster import Memory, partition_probes
+from bench.faust_floor import format_offsets, parse_offsets
 from bench.options import QUICK, parse_loads, resolve
 from bench.preload import PreloadResult
 from bench.recovery import changelog_records
@@ -136,6 +137,7 @@ def test_table_shows_both_scale_out_runs_and_their_ratio():
         throughput=_throughput(1200.0),
         latency=[],
         baseline=BaselineResult(messages=3000, seconds=0.1, msg_per_s=30000.0),
+        faust_floor=BaselineResult(messages=3000, seconds=0.25, msg_per_s=12000.0),
         scale=scale,
         recovery=None,
         worker_memory={"scale-2.1": Memory(peak_mb=110.0, rss_mb=100.0)},
@@ -146,6 +148,37 @@ def test_table_shows_both_scale_out_runs_and_their_ratio():
     assert table["scale-out: 2 workers / 1"] == "1.80"
     without = rows(dataclasses.replace(results, scale=None))
     assert not [row for row in without if row[0].startswith("scale-out")]
+    # The Faust floor follows the baseline, and the engine is shown as a share of each.
+    metrics = [metric for metric, _, _, _ in rows(results)]
+    assert metrics[1:5] == [
+        "raw aiokafka baseline",
+        "engine / baseline",
+        "Faust floor (bare agent)",
+        "engine / Faust floor",
+    ]
+    assert table["Faust floor (bare agent)"] == "12,000 msg/s"
+    assert table["engine / Faust floor"] == "0.100"
+    assert results.engine_vs_faust_floor == 0.1
+
+
+# --- baseline and Faust floor ---------------------------------------------------------------
+
+
+def test_stop_offsets_survive_the_floor_command_line():
+    stop = {3: 0, 0: 1250, 1: 7}
+    assert format_offsets(stop) == "0:1250,1:7,3:0"
+    assert parse_offsets(format_offsets(stop)) == stop
+    assert parse_offsets(format_offsets({})) == {}
+
+
+def test_scratch_value_keeps_the_ids_and_litres_of_the_transaction():
+    _, _, _, stream = _workload(10, 10)
+    output = orjson.loads(scratch_value(orjson.dumps(stream[0])))
+    assert output == {
+        "transaction_id": stream[0]["transaction_id"],
+        "member_id": stream[0]["member_id"],
+        "liters": stream[0]["liters"],
+    }
 
 
 # --- workload -------------------------------------------------------------------------------
