@@ -13,6 +13,7 @@ from bench.baseline import BaselineResult
 from bench.cluster import Memory
 from bench.latency import LoadResult
 from bench.preload import PreloadResult
+from bench.pure_path import PurePathResult
 from bench.recovery import RecoveryResult
 from bench.scale import ScaleResult
 from bench.stats import ratio
@@ -31,6 +32,8 @@ class Results:
     throughput: ThroughputResult
     latency: list[LoadResult]
     baseline: BaselineResult
+    pure_path: PurePathResult
+    """The program's rules alone, in one process: the ceiling of one core."""
     faust_floor: BaselineResult
     """The baseline's work through a bare Faust agent: the ceiling Faust's per-message path
     leaves the engine."""
@@ -82,6 +85,7 @@ def rows(results: Results) -> list[Row]:
         _row("engine / baseline", results.engine_vs_baseline, "", 1 / 3, True, digits=3),
         _row("Faust floor (bare agent)", results.faust_floor.msg_per_s, "msg/s", digits=0),
         _row("engine / Faust floor", results.engine_vs_faust_floor, "", digits=3),
+        _row("pure path (rules alone, 1 core)", results.pure_path.tx_per_s, "tx/s", digits=0),
     ]
     if results.scale is not None:
         scale = results.scale

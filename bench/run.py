@@ -15,12 +15,14 @@ from bench.faust_floor import run_faust_floor
 from bench.latency import run_load
 from bench.options import BenchOptions
 from bench.preload import run_preload
+from bench.pure_path import run_pure_path
 from bench.recovery import run_recovery
 from bench.report import Results, format_table, rows, write_json
 from bench.scale import run_scale
 from bench.stats import ratio
 from bench.throughput import run_throughput
 from localkafka import broker
+from streams.program import load_program
 
 DRAIN_MARGIN_S = 30.0
 
@@ -64,6 +66,14 @@ def _phases(
     machine: dict[str, object],
 ) -> Results:
     settings = bench.settings("engine")
+
+    pure = run_pure_path(options, load_program(settings.program_path), settings.max_event_bytes)
+    print(
+        f"[0/8] pure path: {pure.tx_per_s:,.0f} tx/s ({pure.us_per_tx} us per transaction: decode, "
+        f"rules, outputs rendered and serialised, state encoded; no Kafka; mean state "
+        f"{pure.mean_state_bytes} bytes)",
+        flush=True,
+    )
 
     preloaded = run_preload(bench, options, settings)
     preload = preloaded.result
@@ -163,6 +173,7 @@ def _phases(
         throughput=throughput,
         latency=loads,
         baseline=baseline,
+        pure_path=pure,
         faust_floor=floor,
         scale=scale,
         recovery=recovery,

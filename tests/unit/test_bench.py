@@ -15,6 +15,7 @@ from bench.cluster import Memory, partition_probes
 from bench.faust_floor import format_offsets, parse_offsets
 from bench.options import QUICK, parse_loads, resolve
 from bench.preload import PreloadResult
+from bench.pure_path import PurePathResult, run_pure_path
 from bench.recovery import changelog_records
 from bench.report import Results, rows
 from bench.scale import ScaleResult
@@ -32,6 +33,7 @@ from schemas.state import MemberState, decode_state
 from streams.partitioning import owner_partition
 from streams.program import load_program
 from streams.rewards import render_transaction
+from streams.settings import DEFAULT_PROGRAM
 from tables.accounts import apply_member_event, apply_transaction
 
 PROGRAM = load_program(Path("program/default.toml"))
@@ -137,6 +139,7 @@ def test_table_shows_both_scale_out_runs_and_their_ratio():
         throughput=_throughput(1200.0),
         latency=[],
         baseline=BaselineResult(messages=3000, seconds=0.1, msg_per_s=30000.0),
+        pure_path=PurePathResult(3000, 0, 0.3, 10000.0, 100.0, 700),
         faust_floor=BaselineResult(messages=3000, seconds=0.25, msg_per_s=12000.0),
         scale=scale,
         recovery=None,
@@ -159,6 +162,16 @@ def test_table_shows_both_scale_out_runs_and_their_ratio():
     assert table["Faust floor (bare agent)"] == "12,000 msg/s"
     assert table["engine / Faust floor"] == "0.100"
     assert results.engine_vs_faust_floor == 0.1
+    assert table["pure path (rules alone, 1 core)"] == "10,000 tx/s"
+
+
+def test_pure_path_runs_the_whole_workload_through_the_rules():
+    options = dataclasses.replace(QUICK, transactions=400, members=100)
+    result = run_pure_path(options, load_program(DEFAULT_PROGRAM), 65536)
+    assert result.transactions == 400
+    assert result.rejected == 0  # the workload is valid: every transaction is applied
+    assert result.tx_per_s > 0 and result.us_per_tx > 0
+    assert result.mean_state_bytes > 100  # enrolled members with applied transactions
 
 
 # --- baseline and Faust floor ---------------------------------------------------------------
