@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -27,6 +28,10 @@ from streams.program import load_program
 DRAIN_MARGIN_S = 30.0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_bench(options: BenchOptions, keep: Path | None = None) -> int:
     """Run every phase and print as each completes; ``keep``: a directory for the broker
     data and worker logs that is left in place (default: a temporary one, removed)."""
@@ -36,6 +41,9 @@ def run_bench(options: BenchOptions, keep: Path | None = None) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     kafka_dir = work_dir / "kafka"
     machine = machine_info()
+    # SIGTERM (e.g. `kill`) unwinds like Ctrl-C: every phase stops its workers in a
+    # `finally`, so none is left behind spinning against the stopped broker.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(
         f"loyalty bench: {machine['nproc']} cores, Python {machine['python']}, "
         f"Kafka {machine['kafka']}; work dir {work_dir}",
