@@ -68,7 +68,7 @@ from tables.accounts import (
 )
 from tables.definitions import (
     Tables,
-    changelog_topic,
+    changelog_topic_name,
     partition_items,
     read,
     write_local,
@@ -326,7 +326,7 @@ class AccountProcessor:
         send = self.producer.send
         written = []
         for (table, partition), changes in batch.changes.items():
-            topic = changelog_topic(self.tables[table])
+            topic = changelog_topic_name(self.settings.app_id, table)
             encoded = {
                 key: encode_state(value) if isinstance(value, MemberState) else value
                 for key, value in changes.items()

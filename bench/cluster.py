@@ -25,11 +25,6 @@ from streams.topics import ensure_topics
 from tables.definitions import TABLE_NAMES, changelog_topic_name
 
 
-def changelog_topic(settings: Settings, table: str) -> str:
-    """The changelog topic of ``table`` in the app of ``settings``."""
-    return changelog_topic_name(settings.app_id, table)
-
-
 def bench_settings(bootstrap: str, data_dir: Path, partitions: int) -> Settings:
     """Settings whose topics, consumer group and state belong to one benchmark run only
     (like ``tests/integration/harness.isolated_settings``)."""
@@ -82,7 +77,7 @@ class Bench:
         """Settings of a new app, whose topics exist (table changelogs included)."""
         settings = bench_settings(self.bootstrap, self.work_dir / name / "state", self.partitions)
         ensure_topics(settings)
-        changelogs = [changelog_topic(settings, table) for table in TABLE_NAMES]
+        changelogs = [changelog_topic_name(settings.app_id, table) for table in TABLE_NAMES]
         watcher = OffsetWatcher(self.bootstrap)
         try:  # wait until the new topics are usable: producing at once fails otherwise
             for topic in [*settings.topics.__dict__.values(), *changelogs]:

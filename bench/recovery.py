@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bench.clients import produce_bulk
-from bench.cluster import Bench, Memory, changelog_topic
+from bench.cluster import Bench, Memory
 from schemas.state import MemberState, encode_state
 from streams.partitioning import owner_partition
+from tables.definitions import changelog_topic_name
 
 ENROLLED_AT = "2026-01-15T08:30:00+00:00"
 
@@ -66,7 +67,7 @@ def run_recovery(bench: Bench, members: int, seed: int) -> RecoveryResult:
     finally:
         empty.stop()
 
-    changelog = changelog_topic(settings, "member_to_state")
+    changelog = changelog_topic_name(settings.app_id, "member_to_state")
     started = time.monotonic()
     asyncio.run(
         produce_bulk(

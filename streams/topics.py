@@ -26,15 +26,13 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Topics:
+    """The topics Faust reads or sends to. The account agent produces its outputs, forwards
+    and changelog records straight to the producer, by the names in ``settings.topics``."""
+
     member_inputs: TopicT
     """Everything keyed by member: transactions and member events, as published and as
     forwarded to their owner partition."""
-    ledger: TopicT
-    rewards: TopicT
-    notifications: TopicT
     deadletter: TopicT
-    rekeyed: TopicT
-    members_rekeyed: TopicT
     daily: TopicT
     referrals: TopicT
     member_commands: TopicT
@@ -63,12 +61,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             names.daily,
             names.member_commands,
         ),
-        ledger=raw(names.ledger),
-        rewards=raw(names.rewards),
-        notifications=raw(names.notifications),
         deadletter=raw(names.deadletter),
-        rekeyed=raw(names.rekeyed),
-        members_rekeyed=raw(names.members_rekeyed),
         daily=raw(names.daily),
         referrals=raw(names.referrals),
         member_commands=raw(names.member_commands),

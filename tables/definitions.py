@@ -94,11 +94,6 @@ def read(table: TableT, partition: int, key: bytes) -> bytes | None:
     return value
 
 
-def changelog_topic(table: TableT) -> str:
-    name: str = table.changelog_topic.get_topic_name()
-    return name
-
-
 def write_local(
     table: TableT, partition: int, changes: dict[bytes, bytes | None], changelog_offset: int
 ) -> None:

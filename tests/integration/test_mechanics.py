@@ -21,6 +21,7 @@ import pytest
 from demo.worker_process import WorkerProcess
 from streams.settings import Settings
 from streams.topics import ensure_topics, send_daily_commands
+from tables.definitions import changelog_topic_name
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
 T0 = datetime.fromisoformat("2026-06-01T08:00:00+02:00")
@@ -351,7 +352,7 @@ def test_erase_forgets_the_member_and_refuses_later_events(engine):
     assert not [v for v in outputs if v.get("source_event_id") == f"{m}-2"]
     assert engine.of(engine.settings.topics.rewards, m, "reward_id")[-1] == erase
     assert not [v for v in outputs if f"{m}@example.com" in orjson.dumps(v).decode()]
-    changelog = f"{engine.settings.app_id}-member_to_state-changelog"
+    changelog = changelog_topic_name(engine.settings.app_id, "member_to_state")
     table = TopicReader(engine.settings.kafka_bootstrap, changelog)
     try:
         table.wait_for(

@@ -22,6 +22,7 @@ from demo.worker_process import WorkerProcess
 from schemas.state import decode_state
 from streams.settings import DEFAULT_PROGRAM
 from streams.topics import ensure_topics
+from tables.definitions import changelog_topic_name
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
 MEMBERS = 100
@@ -146,7 +147,7 @@ def metric_value(text: str, name: str) -> float:
 
 def table_balances(settings) -> dict[str, int]:
     """Balances as stored in the member table, read from its changelog topic."""
-    changelog = f"{settings.app_id}-member_to_state-changelog"
+    changelog = changelog_topic_name(settings.app_id, "member_to_state")
     reader = TopicReader(settings.kafka_bootstrap, changelog)
     try:
         reader.wait_for_end(timeout=60)

@@ -36,6 +36,7 @@ from demo.worker_process import WorkerProcess
 from schemas.state import decode_state
 from streams.settings import DEFAULT_PROGRAM, Settings
 from streams.topics import ensure_topics, send_daily_commands
+from tables.definitions import changelog_topic_name
 from tests.integration.harness import isolated_settings
 from tests.integration.reference import (
     ACCEPTED,
@@ -623,7 +624,7 @@ def daily_processed(worker: WorkerProcess, topic: str) -> float:
 
 def read_table(settings: Settings) -> dict[str, bytes | None]:
     """The member table as its changelog holds it at the end: last value per member."""
-    topic = f"{settings.app_id}-member_to_state-changelog"
+    topic = changelog_topic_name(settings.app_id, "member_to_state")
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
