@@ -16,7 +16,7 @@ from tables.definitions import define_tables
 def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     """A worker app for ``settings``; raises ``ProgramError`` on an invalid program file."""
     program = load_program(settings.program_path)
-    faust_patches.apply()
+    faust_patches.apply(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],

@@ -1,6 +1,7 @@
-"""Fixes for faust-streaming 0.15.3 that lose or stall input after a worker restart.
+"""Fixes for faust-streaming 0.15.3: input lost or stalled after a worker restart (1-3),
+changelog recovery too slow (4), deliveries stalled by a fetch wait (5).
 
-Both were found by the restart tests (a worker SIGKILLed mid-stream, then restarted) and
+1-3 were found by the restart tests (a worker SIGKILLed mid-stream, then restarted) and
 checked with a loop of such restarts; remove them when upstream has them.
 
 1. Seek before resume.
@@ -38,6 +39,15 @@ batch per partition instead, through the table's own ``apply_changelog_batch`` (
 RocksDB writes and ``set_persisted_offset`` as Faust's), and the recovery's offsets are
 advanced as ``_slurp_changelogs`` advances them, so Faust's own logic still decides when
 the changelogs are read up to their end offsets. Other records take the usual path.
+
+5. A fetch that finds nothing holds up the partitions that were left out of it. Faust
+creates its consumer with ``fetch_max_wait_ms=1500``, fixed. aiokafka leaves a partition
+out of the next fetch request while records fetched for it are still buffered; when that
+request covers only quiet partitions (the daily, referral and member topics, say), the
+broker holds it for the full 1.5 s, and records arriving on the busy partitions wait for
+it. Measured here at 1,000 transactions/s: deliveries stalled for about a second every
+two, p50 latency 1.4 s with the worker at 45% of a core; with 20 ms, p50 30 ms. The wait
+comes from ``LOYALTY_FETCH_MAX_WAIT_MS``.
 """
 
 from __future__ import annotations
@@ -197,8 +207,21 @@ async def _wait_next_records(self: Consumer, timeout: float) -> Any:
     return records, active_partitions
 
 
-def apply() -> None:
-    """Install the fixes (idempotent)."""
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_fetch_max_wait_ms = 20
+
+
+def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+    consumer = _original_create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = _fetch_max_wait_ms  # read when the consumer starts
+    return consumer
+
+
+def apply(fetch_max_wait_ms: int) -> None:
+    """Install the fixes (idempotent); ``fetch_max_wait_ms`` replaces Faust's 1.5 s."""
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = fetch_max_wait_ms
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]

@@ -79,6 +79,10 @@ class Settings:
     """``LOYALTY_BATCH_MAX``: most input messages the account agent commits as one batch
     (one changelog round trip, then one for the outputs); the messages that arrive during a
     commit form the next batch, so batches are only this big under heavy load."""
+    fetch_max_wait_ms: int = 20
+    """``LOYALTY_FETCH_MAX_WAIT_MS``: longest the broker holds a fetch request that found no
+    new records. A record arriving meanwhile on a partition left out of that request waits
+    for it, so this bounds the added latency; a lower value costs more fetches when idle."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     topics: TopicNames = field(default_factory=TopicNames)
@@ -112,6 +116,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
+        fetch_max_wait_ms=int(env.get("LOYALTY_FETCH_MAX_WAIT_MS", defaults.fetch_max_wait_ms)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         topics=_topic_names(env),
     )
@@ -133,6 +138,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
+        "LOYALTY_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "LOYALTY_LOG_LEVEL": settings.log_level,
     }
     for name in TopicNames.__dataclass_fields__:
