@@ -65,6 +65,7 @@ from tables.accounts import (
     apply_referral_outcome,
     apply_transaction,
     erased_key,
+    remember_ledger,
 )
 from tables.definitions import (
     Tables,
@@ -236,6 +237,7 @@ class AccountProcessor:
         if outcome.duplicate:
             batch.counts[topic, "duplicate"] += 1
         else:
+            new_state = remember_ledger(new_state, outputs.ledger)
             batch.states[member_key] = new_state
             batch.change(self.members, partition, member_key, new_state)
             batch.counts[topic, "processed"] += 1
@@ -279,13 +281,15 @@ class AccountProcessor:
         for index, (member_key, value) in enumerate(members):
             state = decode_state(value)
             new_state, outcome = apply_daily(state, day, self.program, now_ms)
-            if new_state is not state:
-                chunk.change(self.members, partition, member_key, new_state)
             if outcome is not None:
                 outputs = render_daily(
                     member_key.decode(), day, outcome.applied, new_state, self.program
                 )
+                if not outcome.duplicate:
+                    new_state = remember_ledger(new_state, outputs.ledger)
                 self._emit(chunk, member_key, outputs)
+            if new_state is not state:
+                chunk.change(self.members, partition, member_key, new_state)
             if index % DAILY_CHUNK == DAILY_CHUNK - 1:
                 await self._commit_all(chunk)
                 chunk = Batch()

@@ -44,6 +44,7 @@ class AppliedEvent:
 
 
 StoredEvent = list[Any]
+StoredLedgerEntry = list[Any]
 """An :class:`AppliedEvent` in its stored form (see ``_encode_applied``)."""
 
 # Positions in a stored event that the log reads without decoding the event.
@@ -188,6 +189,10 @@ class MemberState:
     """Date (YYYY-MM-DD) of the last daily job applied."""
     referred: bool = False
     """True once a signup of this member claimed a referral code (once per member)."""
+    recent_ledger: tuple[StoredLedgerEntry, ...] = ()
+    """The member's most recent ledger entries, oldest first (bounded: see
+    ``tables.accounts.LEDGER_HISTORY``), as ``[entry_id, delta, balance_after, reason,
+    source_event_id, program_version, occurred_at, processed_at]``."""
 
 
 def _encode_applied(applied: AppliedEvent) -> StoredEvent:
@@ -256,6 +261,7 @@ def encode_state(state: MemberState) -> bytes:
             "by": state.birthday_year,
             "d": state.last_daily,
             "rf": state.referred,
+            "lh": state.recent_ledger,
         }
     )
 
@@ -283,4 +289,5 @@ def decode_state(value: bytes | None) -> MemberState:
         birthday_year=raw.get("by"),
         last_daily=raw.get("d"),
         referred=raw.get("rf", False),
+        recent_ledger=tuple(raw.get("lh", ())),
     )

@@ -30,6 +30,8 @@ class TopicNames:
     """``LOYALTY_TOPIC_NOTIFICATIONS``: messages for notification services (output)."""
     deadletter: str = "loyalty.deadletter"
     """``LOYALTY_TOPIC_DEADLETTER``: rejected input with its reason and original bytes."""
+    segments: str = "loyalty.segments"
+    """``LOYALTY_TOPIC_SEGMENTS``: a member entering or leaving a segment (output)."""
     rekeyed: str = "loyalty.transactions.rekeyed"
     """``LOYALTY_TOPIC_REKEYED``: internal; transactions forwarded to their member's partition."""
     members_rekeyed: str = "loyalty.members.rekeyed"
@@ -56,6 +58,10 @@ class Settings:
     """``LOYALTY_WEB_PORT``: HTTP port of the worker (``/metrics``, health)."""
     web_host: str = "127.0.0.1"
     """``LOYALTY_WEB_HOST``: interface the worker's HTTP server binds."""
+    web_url: str = ""
+    """``LOYALTY_WEB_URL``: the URL other workers reach this worker's HTTP server at (they
+    forward member requests to the worker owning the member); empty means
+    ``http://{LOYALTY_WEB_HOST}:{LOYALTY_WEB_PORT}``."""
     program_path: Path = DEFAULT_PROGRAM
     """``LOYALTY_PROGRAM``: path of the loyalty program file (TOML)."""
     app_id: str = "loyalty-stream"
@@ -87,6 +93,11 @@ class Settings:
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     topics: TopicNames = field(default_factory=TopicNames)
 
+    @property
+    def advertised_url(self) -> str:
+        """Where other workers reach this worker's HTTP server."""
+        return self.web_url or f"http://{self.web_host}:{self.web_port}"
+
 
 def _topic_names(env: dict[str, str]) -> TopicNames:
     defaults = TopicNames()
@@ -107,6 +118,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("LOYALTY_DATA_DIR", str(defaults.data_dir))),
         web_port=int(env.get("LOYALTY_WEB_PORT", defaults.web_port)),
         web_host=env.get("LOYALTY_WEB_HOST", defaults.web_host),
+        web_url=env.get("LOYALTY_WEB_URL", defaults.web_url),
         program_path=Path(env.get("LOYALTY_PROGRAM", str(defaults.program_path))),
         app_id=env.get("LOYALTY_APP_ID", defaults.app_id),
         partitions=int(env.get("LOYALTY_PARTITIONS", defaults.partitions)),
@@ -129,6 +141,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_DATA_DIR": str(settings.data_dir),
         "LOYALTY_WEB_PORT": str(settings.web_port),
         "LOYALTY_WEB_HOST": settings.web_host,
+        "LOYALTY_WEB_URL": settings.web_url,
         "LOYALTY_PROGRAM": str(settings.program_path),
         "LOYALTY_APP_ID": settings.app_id,
         "LOYALTY_PARTITIONS": str(settings.partitions),

@@ -105,6 +105,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         names.rewards,
         names.notifications,
         names.deadletter,
+        names.segments,
     ]
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap.split(","),

@@ -8,6 +8,7 @@ the state unchanged and the stored outcome, so the agent can re-emit the very sa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +36,7 @@ from schemas.outputs import (
     REFERRAL_BONUS,
     REFUND_REVERSAL,
     WELCOME_BONUS,
+    LedgerEntry,
 )
 from schemas.state import AppliedEvent, Coupon, MemberState, Profile
 from streams import codes
@@ -57,6 +59,8 @@ STALE_TRANSACTION = "stale_transaction"
 MEMBER_ERASED = "member_erased"
 
 _DAY_S = 86_400
+LEDGER_HISTORY = 50
+"""Ledger entries remembered per member for the profile API (the topic has them all)."""
 
 
 class RejectedTransaction(ValueError):
@@ -440,6 +444,26 @@ def apply_referral_outcome(
     )
     new_state = replace(state, member_events=state.member_events.with_event(key, applied))
     return new_state, Outcome(applied=applied, duplicate=False)
+
+
+def remember_ledger(state: MemberState, entries: Sequence[LedgerEntry]) -> MemberState:
+    """The state with ``entries`` added to its recent ledger (the last ``LEDGER_HISTORY``)."""
+    if not entries:
+        return state
+    added = [
+        [
+            entry.entry_id,
+            entry.delta,
+            entry.balance_after,
+            entry.reason,
+            entry.source_event_id,
+            entry.program_version,
+            entry.occurred_at,
+            entry.processed_at,
+        ]
+        for entry in entries
+    ]
+    return replace(state, recent_ledger=(*state.recent_ledger, *added)[-LEDGER_HISTORY:])
 
 
 def erased_key(member_key: bytes) -> bytes:
