@@ -236,34 +236,35 @@ def _encode_coupon(coupon: Coupon) -> list[Any]:
 
 def encode_state(state: MemberState) -> bytes:
     profile = state.profile
-    return orjson.dumps(
-        {
-            "v": STATE_VERSION,
-            "b": state.balance,
-            "e": state.enrolled_at,
-            "w": state.welcome_given,
-            "t": state.applied.stored,
-            "m": state.member_events.stored,
-            "p": [
-                profile.locale,
-                profile.birth_date,
-                profile.marketing_consent,
-                profile.email,
-                profile.phone,
-            ],
-            "r": state.referral_code,
-            "tier": state.tier,
-            "earn": {str(day): points for day, points in state.earned_by_day.items()},
-            "mis": state.mission_awarded_s,
-            "c": {code: _encode_coupon(coupon) for code, coupon in state.coupons.items()},
-            "nl": state.newsletter_coupon_issued,
-            "lots": {str(day): points for day, points in state.lots.items()},
-            "by": state.birthday_year,
-            "d": state.last_daily,
-            "rf": state.referred,
-            "lh": state.recent_ledger,
-        }
-    )
+    encoded: dict[str, Any] = {
+        "v": STATE_VERSION,
+        "b": state.balance,
+        "e": state.enrolled_at,
+        "w": state.welcome_given,
+        "t": state.applied.stored,
+        "m": state.member_events.stored,
+        "p": [
+            profile.locale,
+            profile.birth_date,
+            profile.marketing_consent,
+            profile.email,
+            profile.phone,
+        ],
+        "r": state.referral_code,
+        "tier": state.tier,
+        "earn": {str(day): points for day, points in state.earned_by_day.items()},
+        "mis": state.mission_awarded_s,
+        "c": {code: _encode_coupon(coupon) for code, coupon in state.coupons.items()},
+        "nl": state.newsletter_coupon_issued,
+        "lots": {str(day): points for day, points in state.lots.items()},
+        "by": state.birthday_year,
+        "d": state.last_daily,
+        "rf": state.referred,
+    }
+    # Fields added later are left out while empty, so older values re-encode byte for byte.
+    if state.recent_ledger:
+        encoded["lh"] = state.recent_ledger
+    return orjson.dumps(encoded)
 
 
 def decode_state(value: bytes | None) -> MemberState:
