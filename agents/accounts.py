@@ -280,11 +280,10 @@ class AccountProcessor:
         members = partition_items(self.tables[self.members], partition)
         for index, (member_key, value) in enumerate(members):
             state = decode_state(value)
-            new_state, outcome = apply_daily(state, day, self.program, now_ms)
+            member_id = member_key.decode()
+            new_state, outcome = apply_daily(state, day, self.program, now_ms, member_id)
             if outcome is not None:
-                outputs = render_daily(
-                    member_key.decode(), day, outcome.applied, new_state, self.program
-                )
+                outputs = render_daily(member_id, day, outcome.applied, new_state, self.program)
                 if not outcome.duplicate:
                     new_state = remember_ledger(new_state, outputs.ledger)
                 self._emit(chunk, member_key, outputs)
@@ -303,6 +302,8 @@ class AccountProcessor:
         add((self.names.rewards, member_key, orjson.dumps(outputs.reward), None))
         for notification in outputs.notifications:
             add((self.names.notifications, member_key, orjson.dumps(notification), None))
+        for change in outputs.segments:
+            add((self.names.segments, member_key, orjson.dumps(change), None))
         for op in outputs.referral_ops:
             self._referral_op(batch, op)
 

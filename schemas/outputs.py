@@ -116,6 +116,23 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentChange:
+    """A member entering or leaving a segment (topic ``loyalty.segments``)."""
+
+    segment_event_id: str
+    member_id: str
+    segment: str
+    change: str
+    """``entered`` or ``left``."""
+    occurred_at: str
+    """Event time of the change: the sale or member event, or the start of the daily job's
+    day for time-driven changes."""
+    source_event_id: str
+    """The input event (or ``daily:YYYY-MM-DD``) whose evaluation made the change."""
+    program_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A rejected input message (topic ``loyalty.deadletter``), original bytes included."""
 

@@ -159,6 +159,28 @@ class Profile:
     phone: str | None = None
 
 
+Bucket = list[Any]
+"""A day of sales in the rolling stats (see ``tables.stats``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Rolling consumption stats: day buckets and lifetime totals (see ``tables.stats``)."""
+
+    buckets: tuple[Bucket, ...] = ()
+    """Ascending by day; only days within the longest window of the newest sale."""
+    last_sale_s: int | None = None
+    lifetime_points: int = 0
+    """Points credited over the member's life, net of refund reversals (expiry and
+    redemptions do not reduce it)."""
+    lifetime_ml: int = 0
+    lifetime_cents: int = 0
+    lifetime_sales: int = 0
+
+
+NO_STATS = Stats()
+
+
 @dataclass(frozen=True, slots=True)
 class MemberState:
     """One member's account."""
@@ -189,6 +211,9 @@ class MemberState:
     """Date (YYYY-MM-DD) of the last daily job applied."""
     referred: bool = False
     """True once a signup of this member claimed a referral code (once per member)."""
+    stats: Stats = NO_STATS
+    segments: tuple[str, ...] = ()
+    """The program's segments the member is in, sorted, as last evaluated."""
     recent_ledger: tuple[StoredLedgerEntry, ...] = ()
     """The member's most recent ledger entries, oldest first (bounded: see
     ``tables.accounts.LEDGER_HISTORY``), as ``[entry_id, delta, balance_after, reason,
@@ -262,6 +287,18 @@ def encode_state(state: MemberState) -> bytes:
         "rf": state.referred,
     }
     # Fields added later are left out while empty, so older values re-encode byte for byte.
+    if state.stats != NO_STATS:
+        stats = state.stats
+        encoded["st"] = [
+            stats.buckets,
+            stats.last_sale_s,
+            stats.lifetime_points,
+            stats.lifetime_ml,
+            stats.lifetime_cents,
+            stats.lifetime_sales,
+        ]
+    if state.segments:
+        encoded["sg"] = state.segments
     if state.recent_ledger:
         encoded["lh"] = state.recent_ledger
     return orjson.dumps(encoded)
@@ -290,5 +327,14 @@ def decode_state(value: bytes | None) -> MemberState:
         birthday_year=raw.get("by"),
         last_daily=raw.get("d"),
         referred=raw.get("rf", False),
+        stats=_decode_stats(raw.get("st")),
+        segments=tuple(raw.get("sg", ())),
         recent_ledger=tuple(raw.get("lh", ())),
     )
+
+
+def _decode_stats(stored: list[Any] | None) -> Stats:
+    if stored is None:
+        return NO_STATS
+    buckets, last_sale_s, points, ml, cents, sales = stored
+    return Stats(tuple(buckets), last_sale_s, points, ml, cents, sales)

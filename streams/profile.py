@@ -1,7 +1,8 @@
 """Pure views of a member for the profile API (``GET /members/{id}`` and its ledger).
 
-Figures that depend on the day (points to the next tier, active coupons, rolling stats)
-are computed as of ``now_ms``, the wall clock at the API edge, injected.
+Figures that depend on the day (points to the next tier, active coupons, rolling stats,
+RFM) are computed as of ``now_ms``, the wall clock at the API edge, injected. Segments are
+the member's as last evaluated, so they match the events on ``loyalty.segments``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from schemas.state import MemberState
 from streams.program import Program
 from streams.rewards import iso_from_ms
 from streams.rules import earned_in_window, tier_named
+from streams.segments import rfm_scores, stats_figures
 from tables.accounts import LEDGER_HISTORY
 
 MAX_MEMBER_ID_LENGTH = 64
@@ -53,6 +55,7 @@ def member_profile(
     higher = [level for level in program.tiers if level.min_points > tier.min_points]
     earned = earned_in_window(state.earned_by_day, today.toordinal(), program.tier_window_days)
     next_tier = higher[0] if higher else None
+    stats = stats_figures(state, program, today.toordinal())
     return {
         "member_id": member_id,
         "as_of": today.isoformat(),
@@ -62,6 +65,10 @@ def member_profile(
         "points_to_next_tier": max(0, next_tier.min_points - earned) if next_tier else None,
         "referral_code": state.referral_code,
         "enrolled_at": state.enrolled_at,
+        "stats": stats,
+        "rfm": rfm_scores(stats, program.rfm),
+        # As last evaluated: at the member's last event, or by the last daily job.
+        "segments": list(state.segments),
         "active_coupons": [
             {
                 "code": coupon.code,

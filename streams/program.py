@@ -8,11 +8,13 @@ start with a program it would misread.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from streams.predicates import Predicate, PredicateError, compile_predicate
 
 
 class ProgramError(ValueError):
@@ -63,6 +65,34 @@ class CouponOffer:
 
 
 @dataclass(frozen=True)
+class Rfm:
+    """RFM score thresholds, four each (scores 2 to 5; below the first is 1)."""
+
+    recency_days: tuple[int, ...]
+    """Ascending: a last sale at most this many days ago scores 5, 4, 3, 2; older, 1."""
+    frequency_sales_90d: tuple[int, ...]
+    """Ascending: at least this many sales in 90 days score 2, 3, 4, 5; fewer, 1."""
+    monetary_amount_90d: tuple[Decimal, ...]
+    """Ascending: at least this amount spent in 90 days scores 2, 3, 4, 5; less, 1."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    when: str
+    """The predicate as written (see ``streams.predicates``)."""
+    matches: Predicate = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class WinBack:
+    """Entering ``segment`` issues ``coupon`` and a ``win_back`` notification."""
+
+    segment: str
+    coupon: CouponOffer
+
+
+@dataclass(frozen=True)
 class Template:
     title: str
     body: str
@@ -90,6 +120,9 @@ class Program:
     """Notification kinds sent only to members with marketing consent."""
     templates: dict[str, dict[str, Template]] | None = None
     """kind -> locale -> template; ``en`` is the fallback locale."""
+    rfm: Rfm | None = None
+    segments: tuple[Segment, ...] = ()
+    win_back: WinBack | None = None
 
 
 class _Reader:
@@ -137,6 +170,18 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise self._fail(name, "must be an array of strings")
         return value
+
+    def ascending(self, name: str, count: int) -> tuple[Decimal, ...]:
+        value = self._get(name)
+        numbers = value if isinstance(value, list) else []
+        if len(numbers) != count or not all(
+            isinstance(item, int | float) and not isinstance(item, bool) and item >= 0
+            for item in numbers
+        ):
+            raise self._fail(name, f"must be an array of {count} numbers >= 0")
+        if any(a >= b for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise self._fail(name, "must strictly increase")
+        return tuple(Decimal(str(item)) for item in numbers)
 
     def integer(self, name: str, minimum: int) -> int:
         value = self._get(name)
@@ -245,18 +290,43 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
 
     coupons = root.section("coupons")
     newsletter = coupons.section("newsletter")
-    benefit = newsletter.text("benefit")
-    if benefit not in ("bonus_points", "discount_percent"):
-        raise ProgramError(
-            source, "coupons.newsletter.benefit", "must be bonus_points or discount_percent"
-        )
-    newsletter_coupon = CouponOffer(
-        benefit=benefit,
-        value=newsletter.integer("value", 1),
-        valid_days=newsletter.integer("valid_days", 1),
-    )
+    newsletter_coupon = _coupon_offer(newsletter)
     newsletter.done()
     coupons.done()
+
+    rfm = None
+    if root.optional("rfm"):
+        section = root.section("rfm")
+        rfm = Rfm(
+            recency_days=tuple(int(days) for days in section.ascending("recency_days", 4)),
+            frequency_sales_90d=tuple(
+                int(sales) for sales in section.ascending("frequency_sales_90d", 4)
+            ),
+            monetary_amount_90d=section.ascending("monetary_amount_90d", 4),
+        )
+        section.done()
+
+    segments: list[Segment] = []
+    for entry in root.tables("segments") if root.optional("segments") else []:
+        name, when = entry.text("name"), entry.text("when")
+        if any(segment.name == name for segment in segments):
+            raise ProgramError(source, f"{entry.prefix}name", f"{name!r} is defined twice")
+        try:
+            segments.append(Segment(name, when, compile_predicate(when)))
+        except PredicateError as error:
+            raise ProgramError(source, f"{entry.prefix}when", str(error)) from None
+        entry.done()
+    if rfm is None and any("rfm_" in segment.when for segment in segments):
+        raise ProgramError(source, "rfm", "is required by segments using rfm_ fields")
+
+    win_back = None
+    if root.optional("win_back"):
+        section = root.section("win_back")
+        segment_name = section.text("segment")
+        if all(segment.name != segment_name for segment in segments):
+            raise ProgramError(source, "win_back.segment", f"no segment named {segment_name!r}")
+        win_back = WinBack(segment_name, _coupon_offer(section, "coupon_"))
+        section.done()
 
     notifications = root.section("notifications")
     marketing_kinds = frozenset(notifications.strings("marketing_kinds"))
@@ -282,7 +352,23 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         newsletter_coupon=newsletter_coupon,
         marketing_kinds=marketing_kinds,
         templates=templates,
+        rfm=rfm,
+        segments=tuple(segments),
+        win_back=win_back,
     )
+
+
+def _coupon_offer(section: _Reader, prefix: str = "") -> CouponOffer:
+    """A coupon offer from ``{prefix}benefit``, ``{prefix}value``, ``{prefix}valid_days``."""
+    benefit = section.text(f"{prefix}benefit")
+    if benefit not in ("bonus_points", "discount_percent"):
+        raise section._fail(f"{prefix}benefit", "must be bonus_points or discount_percent")
+    offer = CouponOffer(
+        benefit=benefit,
+        value=section.integer(f"{prefix}value", 1),
+        valid_days=section.integer(f"{prefix}valid_days", 1),
+    )
+    return offer
 
 
 def _load_templates(notifications: _Reader, source: str) -> dict[str, dict[str, Template]]:

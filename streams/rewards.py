@@ -22,8 +22,9 @@ from schemas.outputs import (
     Multiplier,
     Notification,
     RewardEvent,
+    SegmentChange,
 )
-from schemas.state import AppliedEvent, MemberState
+from schemas.state import AppliedEvent, Coupon, MemberState
 from streams.ids import derive_id
 from streams.program import Program
 from streams.rules import fuel_points, tier_named
@@ -43,6 +44,7 @@ POINTS_EXPIRED = "points_expired"
 DAILY_SOURCE = "daily"
 REFERRAL_SOURCE = "referral"
 REFERRAL_BONUS_KIND = "referral_bonus"
+WIN_BACK = "win_back"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Outputs:
     notifications: list[Notification]
     referral_ops: list[dict[str, Any]] = field(default_factory=list)
     """Messages for the referral-code registry (topic ``loyalty.referrals``, key ``code``)."""
+    segments: list[SegmentChange] = field(default_factory=list)
 
 
 def referral_ops(
@@ -131,6 +134,7 @@ def render_transaction(
     if "tier_change" in details:
         previous, tier = details["tier_change"]
         messages.append((TIER_CHANGED, {**figures, "tier": tier, "previous_tier": previous}))
+    messages += _win_back_messages(applied, state, program)
     notifications = _notifications(
         TRANSACTION_SOURCE,
         source_id,
@@ -141,7 +145,10 @@ def render_transaction(
         transaction.member_id,
     )
     ops = referral_ops(transaction.member_id, applied, state)
-    return Outputs(ledger=ledger, reward=reward, notifications=notifications, referral_ops=ops)
+    segments = _segment_changes(
+        TRANSACTION_SOURCE, source_id, transaction.member_id, occurred_at, applied, program
+    )
+    return Outputs(ledger, reward, notifications, ops, segments)
 
 
 def render_member_event(
@@ -150,16 +157,7 @@ def render_member_event(
     """Reward event and notifications of one applied member event."""
     occurred_at = event.occurred_at.isoformat()
     details = applied.details
-    coupon_code = details.get("coupon_issued")
-    coupon = state.coupons.get(coupon_code) if coupon_code else None
-    issued = None
-    if coupon is not None:
-        issued = {
-            "code": coupon.code,
-            "benefit": coupon.benefit,
-            "value": coupon.value,
-            "expires_at": iso_from_ms(coupon.expires_s * 1000),
-        }
+    coupon = state.coupons.get(details.get("coupon_issued", ""))
     reward = _reward(
         MEMBER_EVENT_SOURCE,
         event.event_id,
@@ -168,7 +166,7 @@ def render_member_event(
         occurred_at,
         applied,
         program,
-        coupon_issued=issued,
+        coupon_issued=_issued(coupon),
     )
     messages: list[tuple[str, dict[str, Any]]] = []
     if applied.enrolled:
@@ -186,6 +184,7 @@ def render_member_event(
                 },
             )
         )
+    messages += _win_back_messages(applied, state, program)
     notifications = _notifications(
         MEMBER_EVENT_SOURCE,
         event.event_id,
@@ -199,7 +198,10 @@ def render_member_event(
         MEMBER_EVENT_SOURCE, event.event_id, event.member_id, applied, program, occurred_at
     )
     ops = referral_ops(event.member_id, applied, state, event)
-    return Outputs(ledger=ledger, reward=reward, notifications=notifications, referral_ops=ops)
+    segments = _segment_changes(
+        MEMBER_EVENT_SOURCE, event.event_id, event.member_id, occurred_at, applied, program
+    )
+    return Outputs(ledger, reward, notifications, ops, segments)
 
 
 def render_referral(
@@ -231,6 +233,7 @@ def render_referral(
         previous, tier = applied.details["tier_change"]
         data = {"balance": applied.balance_after, "tier": tier, "previous_tier": previous}
         messages.append((TIER_CHANGED, data))
+    messages += _win_back_messages(applied, state, program)
     ledger = _ledger(
         REFERRAL_SOURCE, source_id, outcome.member_id, applied, program, occurred_at, scope
     )
@@ -244,7 +247,10 @@ def render_referral(
         outcome.member_id,
         scope,
     )
-    return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+    segments = _segment_changes(
+        REFERRAL_SOURCE, source_id, outcome.member_id, occurred_at, applied, program, scope
+    )
+    return Outputs(ledger, reward, notifications, segments=segments)
 
 
 def render_daily(
@@ -266,6 +272,7 @@ def render_daily(
         scope,
         tier=tier_named(state.tier, program.tiers).name,
         tier_change=_tier_change(details),
+        coupon_issued=_issued(state.coupons.get(details.get("win_back", ""))),
     )
     balance = {"balance": applied.balance_after}
     messages: list[tuple[str, dict[str, Any]]] = []
@@ -282,11 +289,15 @@ def render_daily(
     if "tier_change" in details:
         previous, tier = details["tier_change"]
         messages.append((TIER_CHANGED, {**balance, "tier": tier, "previous_tier": previous}))
+    messages += _win_back_messages(applied, state, program)
     ledger = _ledger(DAILY_SOURCE, source_id, member_id, applied, program, occurred_at, scope)
     notifications = _notifications(
         DAILY_SOURCE, source_id, occurred_at, messages, state, program, member_id, scope
     )
-    return Outputs(ledger=ledger, reward=reward, notifications=notifications)
+    segments = _segment_changes(
+        DAILY_SOURCE, source_id, member_id, occurred_at, applied, program, scope
+    )
+    return Outputs(ledger, reward, notifications, segments=segments)
 
 
 def _reward(
@@ -359,6 +370,60 @@ def _welcome_data(applied: AppliedEvent, state: MemberState) -> dict[str, Any]:
         "balance": applied.balance_after,
         "referral_code": state.referral_code,
     }
+
+
+def _issued(coupon: Coupon | None) -> dict[str, Any] | None:
+    if coupon is None:
+        return None
+    return {
+        "code": coupon.code,
+        "benefit": coupon.benefit,
+        "value": coupon.value,
+        "expires_at": iso_from_ms(coupon.expires_s * 1000),
+    }
+
+
+def _segment_changes(
+    source_kind: str,
+    source_id: str,
+    member_id: str,
+    occurred_at: str,
+    applied: AppliedEvent,
+    program: Program,
+    id_scope: tuple[str, ...] = (),
+) -> list[SegmentChange]:
+    return [
+        SegmentChange(
+            segment_event_id=derive_id(
+                source_kind, source_id, *id_scope, "segment", segment, change
+            ),
+            member_id=member_id,
+            segment=segment,
+            change=change,
+            occurred_at=occurred_at,
+            source_event_id=source_id,
+            program_version=program.version,
+        )
+        for segment, change in applied.details.get("segments", ())
+    ]
+
+
+def _win_back_messages(
+    applied: AppliedEvent, state: MemberState, program: Program
+) -> list[tuple[str, dict[str, Any]]]:
+    """The win_back notification with the coupon issued on entering the win-back segment."""
+    coupon = state.coupons.get(applied.details.get("win_back", ""))
+    if coupon is None:
+        return []
+    expires_on = datetime.fromtimestamp(coupon.expires_s, ZoneInfo(program.timezone))
+    data = {
+        "code": coupon.code,
+        "benefit": coupon.benefit,
+        "value": coupon.value,
+        "expires_on": expires_on.date().isoformat(),
+        "balance": applied.balance_after,
+    }
+    return [(WIN_BACK, data)]
 
 
 def _tier_change(details: dict[str, Any]) -> dict[str, str] | None:

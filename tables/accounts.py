@@ -50,8 +50,9 @@ from streams.rules import (
     tier_for,
     tier_named,
 )
+from streams.segments import ENTERED, changes, segments_of
 from tables import coupons as wallet
-from tables import lots
+from tables import lots, stats
 
 # Dead-letter reasons produced here.
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
@@ -107,11 +108,21 @@ def apply_transaction(
     else:
         state, applied = _apply_refund(state, transaction, program, occurred_s, processed_ms)
     keep_from_s = max(newest_s, occurred_s) - window_s
-    applied_log = state.applied.since(keep_from_s).with_event(transaction.transaction_id, applied)
-    keep_from_day = day_of(occurred_s, program) - program.tier_window_days
+    day = day_of(occurred_s, program)
+    keep_from_day = day - program.tier_window_days
     earned = {day: points for day, points in state.earned_by_day.items() if day > keep_from_day}
-    new_state = replace(state, applied=applied_log, earned_by_day=earned)
-    return new_state, Outcome(applied=applied, duplicate=False)
+    state = replace(state, earned_by_day=earned)
+    state = _resegment(
+        state,
+        program,
+        day,
+        transaction.member_id,
+        applied.details,
+        occurred_s,
+        transaction.transaction_id,
+    )
+    applied_log = state.applied.since(keep_from_s).with_event(transaction.transaction_id, applied)
+    return replace(state, applied=applied_log), Outcome(applied=applied, duplicate=False)
 
 
 def _credit(
@@ -135,6 +146,7 @@ def _credit(
         earned_by_day=earned_by_day,
         lots=lots.credit(state.lots, day, points),
         tier=tier.name,
+        stats=stats.add_points(state.stats, points),
     )
 
 
@@ -172,9 +184,20 @@ def _apply_sale(
         details["missions"] = missions
 
     details["tier"] = tier.name
-    state = _credit(
-        state, day_of(occurred_s, program), sum(d for _, d in entries), program, details
+    local = datetime.fromtimestamp(occurred_s, ZoneInfo(program.timezone))
+    day = local.toordinal()
+    state = _credit(state, day, sum(d for _, d in entries), program, details)
+    recorded = stats.record_sale(
+        state.stats,
+        day,
+        local.hour,
+        occurred_s,
+        sale.liters,
+        sale.amount,
+        sale.fuel_type,
+        sale.station_id,
     )
+    state = replace(state, stats=recorded)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
@@ -269,12 +292,16 @@ def _apply_refund(
     if sale_day in earned_by_day:
         earned_by_day[sale_day] -= points
     updated_original = replace(original, refunded_liters=original.refunded_liters + liters)
+    # The amount refunded in proportion when the litres were capped.
+    amount = refund.amount * liters / refund.liters if refund.liters else Decimal(0)
+    refunded = stats.record_refund(state.stats, sale_day, liters, amount, refund.fuel_type)
     new_state = replace(
         state,
         balance=balance,
         applied=state.applied.with_event(original_id, updated_original),
         earned_by_day=earned_by_day,
         lots=lots.debit(state.lots, points),
+        stats=stats.add_points(refunded, -points),
     )
     return new_state, applied
 
@@ -322,6 +349,8 @@ def apply_member_event(
         enrolled=enrolled,
         details=details,
     )
+    day = day_of(occurred_s, program)
+    state = _resegment(state, program, day, event.member_id, details, occurred_s, event.event_id)
     keep_from_s = occurred_s - program.refund_window_days * _DAY_S
     member_events = state.member_events.since(keep_from_s).with_event(event.event_id, applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
@@ -348,11 +377,12 @@ def _daily_key(day: date) -> str:
 
 
 def apply_daily(
-    state: MemberState, day: date, program: Program, processed_ms: int
+    state: MemberState, day: date, program: Program, processed_ms: int, member_id: str
 ) -> tuple[MemberState, Outcome | None]:
     """The daily job of ``day`` for one member: birthday bonus, expiry and its notice, tier
-    review (downgrades happen only here). None when there is nothing to do: the job ran for
-    this or a later day already, or the member is not enrolled."""
+    review (downgrades happen only here), segments as of the day (time-driven changes). None
+    when there is nothing to do: the job ran for this or a later day already, or the member
+    is not enrolled."""
     previous = state.member_events.get(_daily_key(day))
     if previous is not None:
         return state, Outcome(applied=previous, duplicate=True)
@@ -392,10 +422,12 @@ def apply_daily(
 
     balance = state.balance - expired
     state = replace(state, balance=balance, lots=held, last_daily=day.isoformat())
+    start_s = _start_of_day_s(day, program)
+    state = _resegment(state, program, ordinal, member_id, details, start_s, _daily_key(day))
     if not entries and not details:
         return state, None
     applied = AppliedEvent(
-        occurred_s=_start_of_day_s(day, program),
+        occurred_s=start_s,
         processed_ms=processed_ms,
         balance_after=balance,
         liters=Decimal(0),
@@ -404,6 +436,32 @@ def apply_daily(
     )
     member_events = state.member_events.with_event(_daily_key(day), applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
+
+
+def _resegment(
+    state: MemberState,
+    program: Program,
+    as_of_day: int,
+    member_id: str,
+    details: dict[str, Any],
+    occurred_s: int,
+    source_event_id: str,
+) -> MemberState:
+    """The member's segments re-evaluated as of ``as_of_day``; the changes are recorded in
+    ``details["segments"]``. Entering the win-back segment issues its coupon (recorded in
+    ``details["win_back"]``), its code derived from ``source_event_id``."""
+    segments = segments_of(state, program, as_of_day)
+    if segments == state.segments:
+        return state
+    changed = changes(state.segments, segments)
+    details["segments"] = changed
+    state = replace(state, segments=segments)
+    win_back = program.win_back
+    if win_back is not None and [win_back.segment, ENTERED] in changed:
+        coupon = wallet.issue(member_id, "win_back", source_event_id, win_back.coupon, occurred_s)
+        details["win_back"] = coupon.code
+        state = replace(state, coupons={**state.coupons, coupon.code: coupon})
+    return state
 
 
 def _start_of_day_s(day: date, program: Program) -> int:
@@ -433,7 +491,9 @@ def apply_referral_outcome(
         "referral": {"code": outcome.code, "status": outcome.status, "role": outcome.role}
     }
     credited = sum(delta for _, delta in entries)
-    state = _credit(state, day_of(occurred_s, program), credited, program, details)
+    day = day_of(occurred_s, program)
+    state = _credit(state, day, credited, program, details)
+    state = _resegment(state, program, day, outcome.member_id, details, occurred_s, key)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
