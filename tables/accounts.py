@@ -434,7 +434,9 @@ def apply_daily(
         entries=tuple(entries),
         details=details,
     )
-    member_events = state.member_events.with_event(_daily_key(day), applied)
+    # Older outcomes are pruned like member events (a rerun is refused by last_daily).
+    keep_from_s = start_s - program.refund_window_days * _DAY_S
+    member_events = state.member_events.since(keep_from_s).with_event(_daily_key(day), applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
 
 
