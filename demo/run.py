@@ -2,7 +2,7 @@
 
 Everything runs on this machine: the broker from ``localkafka``, the worker as a child
 process (``loyalty worker``), and this process as both the POS (producer) and a downstream
-service (consumer of ``loyalty.rewards`` and ``loyalty.deadletter``).
+service (consumer of ``loyalty.rewards``, ``loyalty.segments`` and ``loyalty.deadletter``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
     consumer = KafkaConsumer(
         settings.topics.rewards,
+        settings.topics.segments,
         settings.topics.deadletter,
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
@@ -112,6 +113,11 @@ def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
                     event = orjson.loads(record.value)
                     if record.topic == settings.topics.deadletter:
                         print(f"DEAD LETTER {event['reason']}: {event['message']}")
+                        continue
+                    if record.topic == settings.topics.segments:
+                        print(
+                            f"{'':14}{event['member_id']:<14} {event['change']} {event['segment']}"
+                        )
                         continue
                     sent = sent_at.pop(event["source_event_id"], None)
                     latency = None if sent is None else (time.time() - sent) * 1000
