@@ -18,9 +18,11 @@ import dataclasses
 import inspect
 import json
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -44,16 +46,21 @@ from streams import codes
 from streams.program import load_program
 from streams.rewards import (
     COUPON_ISSUED,
+    DAILY_SOURCE,
     MISSION_COMPLETED,
     POINTS_EARNED,
     POINTS_REVERSED,
     TIER_CHANGED,
     WELCOME,
+    WIN_BACK,
+    Outputs,
+    render_daily,
     render_member_event,
     render_transaction,
 )
+from streams.segments import ENTERED, LEFT
 from tables import coupons as wallet
-from tables.accounts import apply_member_event, apply_transaction
+from tables.accounts import apply_daily, apply_member_event, apply_transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas" / "json"
@@ -63,6 +70,7 @@ SCHEMA_NAMES = (
     "ledger_entry",
     "reward_event",
     "notification",
+    "segment_event",
     "dead_letter",
 )
 MAX_BYTES = 65_536
@@ -666,8 +674,18 @@ KNOWN_COUPON_STATUSES = {
 KNOWN_BONUS_REASONS = {WELCOME_BONUS, COUPON_BONUS, MISSION_BONUS}
 
 
-def _rendered_scenario() -> list[dict[str, Any]]:
-    """The outputs of each input of SCENARIO, every record validated against its schema."""
+def _validated(outputs: Outputs) -> dict[str, Any]:
+    """The records of one applied event as JSON, each validated against its schema."""
+    return {
+        "ledger": [_assert_matches("ledger_entry", e) for e in outputs.ledger],
+        "reward": _assert_matches("reward_event", outputs.reward),
+        "notifications": [_assert_matches("notification", n) for n in outputs.notifications],
+        "segments": [_assert_matches("segment_event", c) for c in outputs.segments],
+    }
+
+
+def _run_scenario() -> tuple[MemberState, list[dict[str, Any]]]:
+    """The member's state after SCENARIO and the validated outputs of each of its inputs."""
     state = MemberState()
     rendered = []
     for index, (topic, payload) in enumerate(SCENARIO):
@@ -680,16 +698,8 @@ def _rendered_scenario() -> list[dict[str, Any]]:
             transaction = decode_transaction(orjson.dumps(payload), MAX_BYTES)
             state, outcome = apply_transaction(state, transaction, PROGRAM, processed_ms)
             outputs = render_transaction(transaction, outcome.applied, state, PROGRAM)
-        rendered.append(
-            {
-                "ledger": [_assert_matches("ledger_entry", e) for e in outputs.ledger],
-                "reward": _assert_matches("reward_event", outputs.reward),
-                "notifications": [
-                    _assert_matches("notification", n) for n in outputs.notifications
-                ],
-            }
-        )
-    return rendered
+        rendered.append(_validated(outputs))
+    return state, rendered
 
 
 def _kinds(outputs: dict[str, Any]) -> list[str]:
@@ -697,7 +707,7 @@ def _kinds(outputs: dict[str, Any]) -> list[str]:
 
 
 def test_rendered_outputs_validate_against_their_schemas():
-    rendered = _rendered_scenario()
+    _, rendered = _run_scenario()
     rewards = [outputs["reward"] for outputs in rendered]
     notifications = [n for outputs in rendered for n in outputs["notifications"]]
     # Non-vacuous: every known reason, kind and reward shape was exercised.
@@ -785,6 +795,195 @@ def test_rendered_outputs_validate_against_their_schemas():
     assert not reward_schema.is_valid({**first["reward"], "coupons": [redeemed]})
 
 
+# --- 3b. Segments and win-back: the scenario's member lapses and comes back ---------------
+
+ZONE = ZoneInfo(PROGRAM.timezone)
+LAST_SALE = date(2026, 1, 7)
+"""Day of the scenario's last sales (``third-fill``, ``silver-fill``)."""
+LAPSED_ON = LAST_SALE + timedelta(days=30)
+"""Day whose daily job finds the member in ``lapsed_30d`` (30 days without a sale)."""
+COMEBACK_ID = "pos-0042-20260208-000415"
+
+
+def _daily_jobs(
+    state: MemberState, first: date, last: date
+) -> tuple[MemberState, list[tuple[date, dict[str, Any]]]]:
+    """The daily jobs of ``first`` to ``last``, each started at 00:05 (program time zone) as
+    the crontab starts them; the state and the validated outputs of each job that did
+    something for the member."""
+    jobs = []
+    day = first
+    while day <= last:
+        started_ms = int(datetime.combine(day, time(0, 5), ZONE).timestamp()) * 1000
+        state, outcome = apply_daily(state, day, PROGRAM, started_ms, MEMBER)
+        if outcome is not None:
+            jobs.append(
+                (day, _validated(render_daily(MEMBER, day, outcome.applied, state, PROGRAM)))
+            )
+        day += timedelta(days=1)
+    return state, jobs
+
+
+@dataclass(frozen=True)
+class Lapse:
+    """The scenario, the daily jobs until the member has lapsed, and the comeback sale."""
+
+    scenario: list[dict[str, Any]]
+    jobs: list[tuple[date, dict[str, Any]]]
+    comeback: dict[str, Any]
+    state: MemberState
+
+    def everything(self) -> list[dict[str, Any]]:
+        return [*self.scenario, *(outputs for _, outputs in self.jobs), self.comeback]
+
+
+def _lapse_and_come_back() -> Lapse:
+    state, scenario = _run_scenario()
+    state, jobs = _daily_jobs(state, LAST_SALE + timedelta(days=1), LAPSED_ON)
+    code = jobs[-1][1]["reward"]["coupon_issued"]["code"]
+    payload = sale(
+        transaction_id=COMEBACK_ID,
+        occurred_at="2026-02-08T09:30:00+01:00",
+        liters=30,
+        amount=49.5,
+        coupon_codes=[code],
+    )
+    transaction = decode_transaction(orjson.dumps(payload), MAX_BYTES)
+    state, outcome = apply_transaction(state, transaction, PROGRAM, 1_770_539_401_207)
+    comeback = _validated(render_transaction(transaction, outcome.applied, state, PROGRAM))
+    return Lapse(scenario, jobs, comeback, state)
+
+
+def _changes(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["source_event_id"], c["segment"], c["change"]) for c in outputs["segments"]]
+
+
+def test_segment_events_validate_sale_driven_and_time_driven():
+    lapse = _lapse_and_come_back()
+    # Sale-driven changes come with the sale that made them, at its event time: diesel is
+    # the favourite fuel from the first sale; the 400 L third fill makes 441 L in 30 days
+    # and 2 of 3 sales in the morning.
+    sale_driven = [change for outputs in lapse.scenario for change in _changes(outputs)]
+    assert sale_driven == [
+        ("pos-0042-20260105-000731", "fuel:diesel", ENTERED),
+        ("third-fill", "heavy_user", ENTERED),
+        ("third-fill", "morning_buyer", ENTERED),
+    ]
+    for outputs in lapse.scenario:
+        for change in outputs["segments"]:
+            assert change["occurred_at"] == outputs["reward"]["occurred_at"]
+    # Time-driven changes come from the daily job, as of the start of its day: 14 days
+    # without a sale on 21 January; the 6 January sale leaves the 30-day window on
+    # 5 February (1 morning sale of 2); 30 days without a sale on 6 February.
+    time_driven = [change for _, outputs in lapse.jobs for change in _changes(outputs)]
+    assert time_driven == [
+        ("daily:2026-01-21", "at_risk_14d", ENTERED),
+        ("daily:2026-02-05", "morning_buyer", LEFT),
+        ("daily:2026-02-06", "at_risk_14d", LEFT),
+        ("daily:2026-02-06", "heavy_user", LEFT),
+        ("daily:2026-02-06", "lapsed_30d", ENTERED),
+    ]
+    for day, outputs in lapse.jobs:
+        start = datetime.combine(day, time(0), ZONE).astimezone(UTC)
+        for change in outputs["segments"]:
+            assert change["occurred_at"] == start.isoformat(timespec="milliseconds")
+            assert change["source_event_id"] == outputs["reward"]["source_event_id"]
+    # The comeback sale leaves lapsed_30d at once.
+    assert _changes(lapse.comeback) == [(COMEBACK_ID, "lapsed_30d", LEFT)]
+    assert lapse.state.segments == ("fuel:diesel",)
+
+    # Every change has its own id; the schema lists the program's segments and changes.
+    events = [change for outputs in lapse.everything() for change in outputs["segments"]]
+    assert len({change["segment_event_id"] for change in events}) == len(events)
+    segment = load_schema("segment_event")["properties"]["segment"]
+    assert set(segment["examples"]) == {entry.name for entry in PROGRAM.segments}
+    for entry in PROGRAM.segments:
+        assert f"`{entry.name}`" in segment["description"]
+    assert not validator("segment_event").is_valid({**events[0], "occurred_at": "2026-01-05"})
+
+
+def test_segment_events_of_a_rerun_daily_job_have_the_same_ids():
+    state, _ = _run_scenario()
+    state, jobs = _daily_jobs(state, LAST_SALE + timedelta(days=1), LAPSED_ON)
+    again, outcome = apply_daily(state, LAPSED_ON, PROGRAM, 1_770_400_000_000, MEMBER)
+    assert outcome is not None and outcome.duplicate and again == state
+    rerun = _validated(render_daily(MEMBER, LAPSED_ON, outcome.applied, again, PROGRAM))
+    assert rerun["segments"] == jobs[-1][1]["segments"]
+
+
+def test_win_back_notification_and_daily_reward_validate_against_their_schemas():
+    lapse = _lapse_and_come_back()
+    day, lapsed = lapse.jobs[-1]
+    assert day == LAPSED_ON
+    reward = lapsed["reward"]
+    assert reward["source_type"] == DAILY_SOURCE
+    assert reward["source_event_id"] == f"daily:{LAPSED_ON.isoformat()}"
+    assert reward["station_id"] is reward["breakdown"] is reward["reversal"] is None
+    assert reward["points"] == 0 and lapsed["ledger"] == []
+    issued = reward["coupon_issued"]
+    # [win_back]: +200 points on a fill within 14 days of the job's day.
+    assert issued["benefit"] == "bonus_points" and issued["value"] == 200
+    assert issued["expires_at"] == "2026-02-19T23:00:00.000+00:00"
+    assert issued["code"] == codes.coupon_code(MEMBER, reward["source_event_id"])
+    # Only the job that entered lapsed_30d issued a coupon or sent a notification.
+    assert [d for d, outputs in lapse.jobs if outputs["reward"]["coupon_issued"]] == [LAPSED_ON]
+    assert [d for d, outputs in lapse.jobs if outputs["notifications"]] == [LAPSED_ON]
+
+    [notification] = lapsed["notifications"]
+    assert notification["kind"] == WIN_BACK and WIN_BACK in PROGRAM.marketing_kinds
+    assert notification["data"] == {
+        "code": issued["code"],
+        "benefit": "bonus_points",
+        "value": 200,
+        "expires_on": "2026-02-20",
+        "balance": reward["balance_after"],
+    }
+    template = PROGRAM.templates[WIN_BACK]["es"]
+    assert notification["title"] == template.title.format_map(notification["data"])
+    assert notification["body"] == template.body.format_map(notification["data"])
+    data_keys = set(load_schema("notification")["properties"]["data"]["properties"])
+    assert set(notification["data"]) <= data_keys
+    notification_schema = validator("notification")
+    for key in notification["data"]:
+        data = {k: v for k, v in notification["data"].items() if k != key}
+        assert not notification_schema.is_valid({**notification, "data": data}), key
+
+    # The comeback sale redeems the coupon the job issued.
+    assert lapse.comeback["reward"]["coupons"] == [
+        {"code": issued["code"], "status": "redeemed", "benefit": "bonus_points", "value": 200}
+    ]
+    assert {"reason": COUPON_BONUS, "points": 200} in (
+        lapse.comeback["reward"]["breakdown"]["bonuses"]
+    )
+
+
+def test_the_new_examples_are_records_the_engine_rendered():
+    """Segment events, the win_back notification and the daily reward in the schemas'
+    examples are outputs of the scenario above, byte for byte."""
+    everything = _lapse_and_come_back().everything()
+    rendered = {
+        "segment_event": [change for outputs in everything for change in outputs["segments"]],
+        "notification": [n for outputs in everything for n in outputs["notifications"]],
+        "reward_event": [outputs["reward"] for outputs in everything],
+    }
+    new_examples = {
+        "segment_event": load_schema("segment_event")["examples"],
+        "notification": [
+            n for n in load_schema("notification")["examples"] if n["kind"] == WIN_BACK
+        ],
+        "reward_event": [
+            r for r in load_schema("reward_event")["examples"] if r["source_type"] == DAILY_SOURCE
+        ],
+    }
+    for name, examples in new_examples.items():
+        assert examples, name
+        for example in examples:
+            assert example in rendered[name], (name, example)
+    changes = {example["change"] for example in new_examples["segment_event"]}
+    sources = {example["source_event_id"][:6] for example in new_examples["segment_event"]}
+    assert changes == {ENTERED, LEFT} and "daily:" in sources and len(sources) > 1
+
+
 class StandInMessage:
     """The attributes of a Faust ``Message`` that dead_letter reads."""
 
@@ -868,8 +1067,9 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     ("name", "field", "known"),
     [
         ("ledger_entry", "reason", KNOWN_LEDGER_REASONS),
-        ("notification", "kind", KNOWN_NOTIFICATION_KINDS),
-        ("reward_event", "source_type", {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES}),
+        ("notification", "kind", KNOWN_NOTIFICATION_KINDS | {WIN_BACK}),
+        ("reward_event", "source_type", {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES, DAILY_SOURCE}),
+        ("segment_event", "change", {ENTERED, LEFT}),
     ],
 )
 def test_known_values_are_listed_but_new_values_stay_valid(name, field, known):
