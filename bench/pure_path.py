@@ -41,7 +41,7 @@ class PurePathResult:
 
 def _serialise(outputs: Outputs) -> int:
     size = len(orjson.dumps(outputs.reward))
-    for record in (*outputs.ledger, *outputs.notifications):
+    for record in (*outputs.ledger, *outputs.notifications, *outputs.segments):
         size += len(orjson.dumps(record))
     return size
 

@@ -88,6 +88,11 @@ def compile_predicate(text: str) -> Predicate:
     return predicate
 
 
+def fields_of(text: str) -> set[str]:
+    """The field names a (valid) predicate reads."""
+    return {value for kind, value in _tokens(text) if kind == "word" and value in FIELDS}
+
+
 def _tokens(text: str) -> list[tuple[str, str]]:
     tokens, position = [], 0
     text = text.rstrip()

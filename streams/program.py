@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.predicates import Predicate, PredicateError, compile_predicate
+from streams.predicates import Predicate, PredicateError, compile_predicate, fields_of
 
 
 class ProgramError(ValueError):
@@ -314,9 +314,12 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         try:
             segments.append(Segment(name, when, compile_predicate(when)))
         except PredicateError as error:
-            raise ProgramError(source, f"{entry.prefix}when", str(error)) from None
+            reason = f"segment {name!r}: {error}"
+            raise ProgramError(source, f"{entry.prefix}when", reason) from None
         entry.done()
-    if rfm is None and any("rfm_" in segment.when for segment in segments):
+    if rfm is None and any(
+        name.startswith("rfm_") for segment in segments for name in fields_of(segment.when)
+    ):
         raise ProgramError(source, "rfm", "is required by segments using rfm_ fields")
 
     win_back = None

@@ -158,6 +158,7 @@ def render_member_event(
     occurred_at = event.occurred_at.isoformat()
     details = applied.details
     coupon = state.coupons.get(details.get("coupon_issued", ""))
+    win_back = state.coupons.get(details.get("win_back", ""))
     reward = _reward(
         MEMBER_EVENT_SOURCE,
         event.event_id,
@@ -166,7 +167,7 @@ def render_member_event(
         occurred_at,
         applied,
         program,
-        coupon_issued=_issued(coupon),
+        coupon_issued=_issued(coupon or win_back),
     )
     messages: list[tuple[str, dict[str, Any]]] = []
     if applied.enrolled:
@@ -224,6 +225,7 @@ def render_referral(
         tier=tier_named(state.tier, program.tiers).name,
         tier_change=_tier_change(applied.details),
         referral=applied.details.get("referral"),
+        coupon_issued=_issued(state.coupons.get(applied.details.get("win_back", ""))),
     )
     messages: list[tuple[str, dict[str, Any]]] = []
     if points:

@@ -451,7 +451,14 @@ def _resegment(
 ) -> MemberState:
     """The member's segments re-evaluated as of ``as_of_day``; the changes are recorded in
     ``details["segments"]``. Entering the win-back segment issues its coupon (recorded in
-    ``details["win_back"]``), its code derived from ``source_event_id``."""
+    ``details["win_back"]``), its code derived from ``source_event_id``.
+
+    A late event is evaluated as of the member's latest day on record (newest sale, last
+    daily job) instead: windows never move back in time, so a back-dated sale cannot make a
+    member leave a segment that the next daily job would put them back in."""
+    newest_sale_day = state.stats.buckets[-1][0] if state.stats.buckets else 0
+    last_daily_day = date.fromisoformat(state.last_daily).toordinal() if state.last_daily else 0
+    as_of_day = max(as_of_day, newest_sale_day, last_daily_day)
     segments = segments_of(state, program, as_of_day)
     if segments == state.segments:
         return state

@@ -14,8 +14,14 @@ from schemas.state import MemberState, decode_state, encode_state
 from streams.predicates import PredicateError, compile_predicate
 from streams.profile import member_profile
 from streams.program import ProgramError, load_program, parse_program
-from streams.rewards import render_daily, render_transaction
-from tables.accounts import LEDGER_HISTORY, apply_daily, apply_transaction, remember_ledger
+from streams.rewards import render_daily, render_member_event, render_transaction
+from tables.accounts import (
+    LEDGER_HISTORY,
+    apply_daily,
+    apply_member_event,
+    apply_transaction,
+    remember_ledger,
+)
 from tables.stats import LONGEST_WINDOW_DAYS
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event, run
 
@@ -294,3 +300,28 @@ def test_without_segments_nothing_is_evaluated():
     state = signed_up()
     state, outcome = apply_transaction(state, MARCH[0], program, NOW_MS)
     assert state.segments == () and "segments" not in outcome.applied.details
+
+
+def test_a_late_sale_is_evaluated_as_of_the_latest_day_on_record():
+    state, _ = apply_all(signed_up(), *MARCH)
+    state, changes, _ = daily_until(state, date(2026, 4, 27), date(2026, 4, 27))
+    assert ("2026-04-27", "lapsed_30d:entered") in changes
+    # A sale of 25 March (before the last one, 28 March) reaches the engine on 28 April:
+    # the member is still 30 days past their last sale, so no segment changes.
+    late = fill("late", at(2026, 3, 25, 12), "10", "15", "diesel", "st-1")
+    state, changes = apply_all(state, late)
+    assert changes == [[]]
+    assert "lapsed_30d" in state.segments
+    assert len([c for c in state.coupons.values() if c.source == "win_back"]) == 1
+
+
+def test_a_member_event_that_issues_the_win_back_coupon_reports_it():
+    state, _ = apply_all(signed_up(), *MARCH)
+    # No daily job ran: a consent change on 27 April finds the member 30 days past.
+    event = member_event("c1", "consents_changed", at(2026, 4, 27), marketing_consent=True)
+    state, outcome = apply_member_event(state, event, PROGRAM, NOW_MS)
+    outputs = render_member_event(event, outcome.applied, state, PROGRAM)
+    assert ["lapsed_30d", "entered"] in outcome.applied.details["segments"]
+    assert outputs.reward.coupon_issued is not None
+    assert outputs.reward.coupon_issued["code"] == outcome.applied.details["win_back"]
+    assert [n.kind for n in outputs.notifications] == ["win_back"]
