@@ -12,16 +12,31 @@ applied them in) and records, per member, every ledger entry and every outcome t
 reports (reward events, tiers, coupons, referrals) so that the test can compare them.
 
 Codes are opaque strings chosen by the engine (coupon codes, referral codes): the test tells
-the model which member each code it saw belongs to (:meth:`Reference.learn_coupon_code`,
+the model which member each code it saw belongs to and, for a coupon, which issue it names
+(owner, source, issue time: :meth:`Reference.learn_coupon_code`,
 :meth:`Reference.learn_referral_code`); whether a code is valid, used, expired or whose it
 is for a given sale is decided here.
+
+Profiling (issue 5) is modelled from the program file's comments and the README ("Segments,
+RFM and rolling stats"): per member the sales of the last 90 days (calendar days and hours in
+the program's time zone; a refund takes its litres out of the refunded sale's day, from the
+refund's ``fuel_type``; sales counts stay), the segments of ``[[segments]]`` evaluated after
+every applied sale, refund, member event and referral outcome (as of the event's day, or of
+the member's latest day on record for a late event) and at every daily job (as of the job's
+day), the ordered ``entered``/``left`` changes with the event that caused them, and the
+``[win_back]`` coupon and notification on entering its segment. Kafka orders nothing
+across topics, so a referral outcome may reach the referrer's partition before or after the
+referrer's own member events of the same day: the test tells the model the order the engine
+processed each member's inputs in (:attr:`Reference.order`).
 """
 
 from __future__ import annotations
 
 import calendar
+import re
 import tomllib
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -47,6 +62,14 @@ UNKNOWN_COUPON = "unknown_coupon"
 EXPIRED_COUPON = "expired_coupon"
 COUPON_USED = "coupon_used"
 NOT_OWNER = "not_owner"
+
+# Coupon sources.
+NEWSLETTER = "newsletter"
+WIN_BACK = "win_back"
+
+# Segment changes.
+ENTERED = "entered"
+LEFT = "left"
 
 # Referral statuses.
 ACCEPTED = "accepted"
@@ -81,6 +104,143 @@ def epoch_s(timestamp: str) -> int:
 
 def _fraction(value: Any) -> Fraction:
     return Fraction(str(value))
+
+
+# ---- the segment predicate language ----------------------------------------------------
+# Published grammar: comparisons of a member's figures with constants (``==  !=  <  <=  >
+# >=``, and ``in [...]`` for text), combined with ``and``, ``or``, ``not`` and parentheses;
+# constants are numbers, quoted text, ``true``/``false``; a figure without a value makes
+# every comparison on it false. Numbers are compared exactly (as fractions).
+
+Figures = Mapping[str, Any]
+Predicate = Callable[[Figures], bool]
+
+MODELLED_FIGURES = (
+    "days_since_last_sale",
+    "sales_30d",
+    "liters_30d",
+    "morning_share_30d",
+    "favourite_fuel",
+)
+"""The figures this model computes (those the default segments read)."""
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>-?\d+(?:\.\d+)?)|(?P<text>'[^']*'|\"[^\"]*\")"
+    r"|(?P<op>==|!=|<=|>=|<|>)|(?P<punct>[()\[\],])|(?P<word>[A-Za-z_]\w*))"
+)
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def parse_predicate(text: str) -> Predicate:
+    """A predicate of the program file as a function of the model's figures."""
+    tokens: list[tuple[str, str]] = []
+    position, text = 0, text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or not match.group(match.lastgroup or ""):
+            raise ValueError(f"cannot read predicate {text!r} at {text[position:]!r}")
+        tokens.append((match.lastgroup or "", match.group(match.lastgroup or "")))
+        position = match.end()
+    at = [0]
+
+    def peek() -> str | None:
+        return tokens[at[0]][1] if at[0] < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        if at[0] >= len(tokens):
+            raise ValueError(f"predicate {text!r} ends too early")
+        at[0] += 1
+        return tokens[at[0] - 1]
+
+    def constant() -> Any:
+        kind, value = take()
+        if kind == "number":
+            return Fraction(value)
+        if kind == "text":
+            return value[1:-1]
+        if value in ("true", "false"):
+            return value == "true"
+        raise ValueError(f"predicate {text!r}: {value!r} is not a constant")
+
+    def comparison() -> Predicate:
+        kind, name = take()
+        if kind != "word" or name not in MODELLED_FIGURES:
+            raise ValueError(f"predicate {text!r}: the model does not compute {name!r}")
+        if peek() == "in":
+            take()
+            if take()[1] != "[":
+                raise ValueError(f"predicate {text!r}: '[' expected after 'in'")
+            options = [constant()]
+            while peek() == ",":
+                take()
+                options.append(constant())
+            if take()[1] != "]":
+                raise ValueError(f"predicate {text!r}: ']' expected")
+            return lambda f: f[name] is not None and f[name] in options
+        kind, symbol = take()
+        if kind != "op":
+            raise ValueError(f"predicate {text!r}: a comparison expected after {name!r}")
+        compare, value = _COMPARE[symbol], constant()
+        return lambda f: f[name] is not None and compare(f[name], value)
+
+    def factor() -> Predicate:
+        if peek() == "not":
+            take()
+            inner = factor()
+            return lambda f: not inner(f)
+        if peek() == "(":
+            take()
+            inner = expression()
+            if take()[1] != ")":
+                raise ValueError(f"predicate {text!r}: ')' expected")
+            return inner
+        return comparison()
+
+    def conjunction() -> Predicate:
+        parts = [factor()]
+        while peek() == "and":
+            take()
+            parts.append(factor())
+        return lambda f: all(part(f) for part in parts)
+
+    def expression() -> Predicate:
+        parts = [conjunction()]
+        while peek() == "or":
+            take()
+            parts.append(conjunction())
+        return lambda f: any(part(f) for part in parts)
+
+    predicate = expression()
+    if peek() is not None:
+        raise ValueError(f"predicate {text!r}: unexpected {peek()!r}")
+    return predicate
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    when: str
+    matches: Predicate
+
+
+@dataclass(frozen=True)
+class CouponOffer:
+    benefit: str
+    value: int
+    valid_days: int
+
+
+@dataclass(frozen=True)
+class WinBack:
+    segment: str
+    offer: CouponOffer
 
 
 @dataclass(frozen=True)
@@ -120,6 +280,13 @@ class Rules:
     coupon_benefit: str
     coupon_value: int
     coupon_valid_days: int
+    segments: tuple[Segment, ...] = ()
+    win_back: WinBack | None = None
+    marketing_kinds: frozenset[str] = frozenset()
+
+    @property
+    def newsletter(self) -> CouponOffer:
+        return CouponOffer(self.coupon_benefit, self.coupon_value, self.coupon_valid_days)
 
     @classmethod
     def load(cls, path: Path) -> Rules:
@@ -147,6 +314,19 @@ class Rules:
             )
             for m in raw.get("missions", [])
         )
+        segments = tuple(
+            Segment(entry["name"], entry["when"], parse_predicate(entry["when"]))
+            for entry in raw.get("segments", [])
+        )
+        win_back = None
+        if "win_back" in raw:
+            section = raw["win_back"]
+            offer = CouponOffer(
+                section["coupon_benefit"],
+                int(section["coupon_value"]),
+                int(section["coupon_valid_days"]),
+            )
+            win_back = WinBack(section["segment"], offer)
         return cls(
             zone=ZoneInfo(raw["timezone"]),
             points_per_liter=_fraction(fuel["points_per_liter"]),
@@ -164,11 +344,22 @@ class Rules:
             coupon_benefit=newsletter["benefit"],
             coupon_value=int(newsletter["value"]),
             coupon_valid_days=int(newsletter["valid_days"]),
+            segments=segments,
+            win_back=win_back,
+            marketing_kinds=frozenset(raw.get("notifications", {}).get("marketing_kinds", [])),
         )
 
     def day(self, instant_s: int) -> date:
         """Calendar day of an instant in the program's time zone."""
         return datetime.fromtimestamp(instant_s, self.zone).date()
+
+    def hour(self, instant_s: int) -> int:
+        """Hour of the day of an instant in the program's time zone."""
+        return datetime.fromtimestamp(instant_s, self.zone).hour
+
+    def start_of_day(self, day: date) -> int:
+        """Epoch seconds of the first instant of ``day`` in the program's time zone."""
+        return int(datetime(day.year, day.month, day.day, tzinfo=self.zone).timestamp())
 
     def tier_index(self, name: str | None) -> int:
         for index, tier in enumerate(self.tiers):
@@ -210,16 +401,40 @@ class SaleRecord:
     liters_cl: int
     credited: int
     refunded_cl: int = 0
+    hour: int = 0
+    """Hour of the sale in the program's time zone (dayparts)."""
+    fuel: str = ""
 
 
 @dataclass
 class CouponRecord:
     owner: str
+    source: str
+    """``newsletter`` or ``win_back``."""
+    source_event_id: str
+    """The event that issued it (a member event id, ``daily:<date>``, ``referral:...``)."""
     issued_s: int
     expires_s: int
-    source_event_id: str
+    benefit: str
+    value: int
     code: str | None = None
     used_by: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.owner, self.source, self.issued_s)
+
+
+@dataclass(frozen=True)
+class SegmentChange:
+    segment: str
+    change: str
+    source_event_id: str
+    """As the engine reports it: the signup's event id for a referral outcome."""
+    at_s: int
+    """Event time of the change (the start of the day for a daily job)."""
+    cause: str
+    """What the model applied: the source with the referral role, for diffs."""
 
 
 @dataclass
@@ -233,10 +448,12 @@ class Outcome:
     tier_change: tuple[str, str] | None = None
     coupons: list[tuple[str, str]] | None = None
     missions: list[str] | None = None
-    coupon_issued: bool = False
+    coupon_issued: CouponRecord | None = None
+    """The coupon this event issued (newsletter or win-back), if any."""
     refunded_cl: int | None = None
     referral: tuple[str, str, str] | None = None
     """(code, status, role) for a referral outcome."""
+    segment_changes: int = 0
 
 
 @dataclass
@@ -252,10 +469,19 @@ class MemberModel:
     applied_transactions: set[str] = field(default_factory=set)
     applied_events: set[str] = field(default_factory=set)
     birth_date: date | None = None
-    newsletter_coupon: CouponRecord | None = None
+    marketing_consent: bool | None = None
+    newsletter_issued: bool = False
+    coupons: list[CouponRecord] = field(default_factory=list)
     mission_awards: dict[str, int] = field(default_factory=dict)
     birthday_years: set[int] = field(default_factory=set)
     last_daily: date | None = None
+    last_sale_s: int | None = None
+    segments: tuple[str, ...] = ()
+    segment_changes: list[SegmentChange] = field(default_factory=list)
+    refunded_cl: dict[tuple[date, str], int] = field(default_factory=dict)
+    """Centilitres refunded by (refunded sale's day, refund's fuel)."""
+    win_back_notices: list[CouponRecord] = field(default_factory=list)
+    """Win-back coupons whose ``win_back`` notification was sent (marketing consent)."""
     referred: bool = False
     erased: bool = False
     refused: list[str] = field(default_factory=list)
@@ -270,6 +496,21 @@ class MemberModel:
         return Counter((entry.reason, entry.delta) for entry in self.ledger)
 
 
+@dataclass
+class PendingSide:
+    """One side of a referral, applied when the member's partition would apply it."""
+
+    member_id: str
+    source: str
+    role: str
+    code: str
+    status: str
+    points: int
+    signup_event_id: str
+    signup_at: str
+    at_s: int
+
+
 class Reference:
     """The program applied to a stream of inputs, member by member."""
 
@@ -278,13 +519,29 @@ class Reference:
         self.referrals = referrals
         """False models the program without the referral mechanic (diagnostics only)."""
         self.members: dict[str, MemberModel] = {}
-        self.coupon_owner: dict[str, str] = {}
+        self.coupon_codes: dict[str, tuple[str, str, int]] = {}
+        """Code -> (owner, source, issue time) of the coupon it names."""
+        self.coupon_by_issue: dict[tuple[str, str, int], str] = {}
+        self.code_conflicts: list[str] = []
         self.referral_owner: dict[str, str] = {}
+        self.order: dict[str, dict[str, int]] = {}
+        """Member -> source -> position in the order the engine processed the member's
+        inputs (from the member's reward events); decides where a referral outcome falls
+        among the member's own member events of the day."""
+        self.pending: dict[str, list[PendingSide]] = {}
 
     # ---- codes seen in the engine's outputs -------------------------------------------
 
-    def learn_coupon_code(self, code: str, owner: str) -> None:
-        self.coupon_owner[normalize_code(code)] = owner
+    def learn_coupon_code(self, code: str, owner: str, source: str, issued_s: int) -> None:
+        """``code`` names the coupon of ``owner`` issued by ``source`` at ``issued_s``."""
+        code = normalize_code(code)
+        key = (owner, source, issued_s)
+        known = self.coupon_codes.setdefault(code, key)
+        if known != key:
+            self.code_conflicts.append(f"code {code} names both {known} and {key}")
+        other = self.coupon_by_issue.setdefault(key, code)
+        if other != code:
+            self.code_conflicts.append(f"coupon {key} seen with codes {other} and {code}")
 
     def learn_referral_code(self, code: str, owner: str) -> None:
         self.referral_owner[normalize_code(code)] = owner
@@ -328,9 +585,105 @@ class Reference:
             return change
         return None
 
+    def _issue(
+        self, member: MemberModel, source: str, event_id: str, offer: CouponOffer, at_s: int
+    ) -> CouponRecord:
+        coupon = CouponRecord(
+            owner=member.member_id,
+            source=source,
+            source_event_id=event_id,
+            issued_s=at_s,
+            expires_s=at_s + offer.valid_days * DAY_S,
+            benefit=offer.benefit,
+            value=offer.value,
+        )
+        coupon.code = self.coupon_by_issue.get(coupon.key)
+        member.coupons.append(coupon)
+        return coupon
+
+    # ---- profiling ----------------------------------------------------------------------
+
+    def figures(self, member: MemberModel, day: date) -> dict[str, Any]:
+        """The member's figures for the trailing windows ending on ``day`` (that day and
+        the days before it: 30 days are ``day - 29`` to ``day``)."""
+
+        def within(sale: SaleRecord, days: int) -> bool:
+            return 0 <= (day - sale.day).days < days
+
+        last_30 = [sale for sale in member.sales.values() if within(sale, 30)]
+        morning = sum(1 for sale in last_30 if 6 <= sale.hour < 11)
+        bought: dict[tuple[date, str], int] = {}  # (day, fuel) -> centilitres sold
+        for sale in member.sales.values():
+            if within(sale, 90):
+                bought[(sale.day, sale.fuel)] = (
+                    bought.get((sale.day, sale.fuel), 0) + sale.liters_cl
+                )
+        fuels: dict[str, list[Any]] = {}  # fuel -> [net centilitres, latest day bought]
+        for (sold_on, fuel), cl in bought.items():
+            entry = fuels.setdefault(fuel, [0, sold_on])
+            entry[0] += max(0, cl - member.refunded_cl.get((sold_on, fuel), 0))
+            entry[1] = max(entry[1], sold_on)
+        # Most litres among the fuels bought in the 90 days (a refunded sale stays a sale,
+        # so a fuel whose litres were all refunded is still one, at 0 litres); a tie goes to
+        # the fuel bought on the latest day, then to the name that sorts last.
+        favourite = max(
+            ((cl, last, fuel) for fuel, (cl, last) in fuels.items()), default=(0, day, None)
+        )[2]
+        last_s = member.last_sale_s
+        return {
+            "days_since_last_sale": None if last_s is None else (day - self.rules.day(last_s)).days,
+            "sales_30d": len(last_30),
+            "liters_30d": Fraction(sum(sale.liters_cl - sale.refunded_cl for sale in last_30), 100),
+            "morning_share_30d": Fraction(morning, len(last_30)) if last_30 else Fraction(0),
+            "favourite_fuel": favourite,
+        }
+
+    def _resegment(
+        self,
+        member: MemberModel,
+        day: date,
+        at_s: int,
+        source_event_id: str,
+        cause: str,
+        outcome: Outcome,
+    ) -> None:
+        """Re-evaluate the member's segments as of ``day``; entering the win-back segment
+        issues its coupon (and its notification, with marketing consent)."""
+        rules = self.rules
+        if not rules.segments:
+            return
+        # A late event (dated before the member's newest sale or last daily job) is
+        # evaluated as of that latest day: windows never move back in time.
+        newest_sale = max((sale.day for sale in member.sales.values()), default=day)
+        day = max(day, newest_sale, member.last_daily or day)
+        figures = self.figures(member, day)
+        now = tuple(sorted(s.name for s in rules.segments if s.matches(figures)))
+        if now == member.segments:
+            return
+        changes = [(name, LEFT) for name in member.segments if name not in now] + [
+            (name, ENTERED) for name in now if name not in member.segments
+        ]
+        member.segments = now
+        for name, change in changes:
+            member.segment_changes.append(SegmentChange(name, change, source_event_id, at_s, cause))
+        outcome.segment_changes += len(changes)
+        note = " ".join(("+" if change == ENTERED else "-") + name for name, change in changes)
+        win_back = rules.win_back
+        if win_back is not None and (win_back.segment, ENTERED) in changes:
+            coupon = self._issue(member, WIN_BACK, cause, win_back.offer, at_s)
+            # One coupon_issued per reward event: a newsletter subscription's own coupon
+            # keeps it (the win-back coupon still shows in the wallet and its notification).
+            outcome.coupon_issued = outcome.coupon_issued or coupon
+            note += f" win-back coupon {coupon.code}"
+            if WIN_BACK not in rules.marketing_kinds or member.marketing_consent:
+                member.win_back_notices.append(coupon)
+                note += " (notified)"
+        member.events.append(f"    segments as of {day}: {note}")
+
     # ---- transactions -------------------------------------------------------------------
 
     def transaction(self, value: dict[str, Any]) -> None:
+        self.settle()
         member = self.member(value["member_id"])
         transaction_id = value["transaction_id"]
         if member.erased:
@@ -341,11 +694,13 @@ class Reference:
             return
         member.applied_transactions.add(transaction_id)
         if value.get("type", "sale") == "refund":
-            self._refund(member, value)
+            outcome = self._refund(member, value)
         else:
-            self._sale(member, value)
+            outcome = self._sale(member, value)
+        at_s = epoch_s(value["occurred_at"])
+        self._resegment(member, self.rules.day(at_s), at_s, transaction_id, transaction_id, outcome)
 
-    def _sale(self, member: MemberModel, value: dict[str, Any]) -> None:
+    def _sale(self, member: MemberModel, value: dict[str, Any]) -> Outcome:
         rules = self.rules
         transaction_id = value["transaction_id"]
         at_s = epoch_s(value["occurred_at"])
@@ -372,17 +727,24 @@ class Reference:
             outcome.coupons = []
             for typed in presented:
                 code = normalize_code(typed)
-                status = self._coupon_status(member, code, at_s)
-                if status == REDEEMED:
-                    coupon = member.newsletter_coupon
-                    assert coupon is not None
+                status, coupon = self._coupon_status(member, code, at_s)
+                if coupon is not None:
                     coupon.used_by = transaction_id
-                    if rules.coupon_benefit == "bonus_points":
-                        entries.append((COUPON, rules.coupon_value))
+                    if coupon.benefit == "bonus_points":
+                        entries.append((COUPON, coupon.value))
                 outcome.coupons.append((code, status))
 
         # This sale is recorded before counting, so it counts itself.
-        member.sales[transaction_id] = SaleRecord(transaction_id, at_s, day, liters_cl, 0)
+        member.sales[transaction_id] = SaleRecord(
+            transaction_id,
+            at_s,
+            day,
+            liters_cl,
+            0,
+            hour=rules.hour(at_s),
+            fuel=value["fuel_type"],
+        )
+        member.last_sale_s = max(member.last_sale_s or at_s, at_s)
         for mission in rules.missions:
             last = member.mission_awards.get(mission.id)
             if last is not None and at_s - last < mission.cooldown_days * DAY_S:
@@ -409,27 +771,31 @@ class Reference:
         member.outcomes[transaction_id] = outcome
         member.events.append(
             f"  {value['occurred_at']} sale {transaction_id} {value['liters']} L "
-            f"coupons={presented or '-'} -> {entries} tier {outcome.tier}"
+            f"{value['fuel_type']} coupons={presented or '-'} -> {entries} tier {outcome.tier}"
             f"{' -> ' + outcome.tier_change[1] if outcome.tier_change else ''}"
             f" balance {member.balance}"
         )
+        return outcome
 
-    def _coupon_status(self, member: MemberModel, code: str, at_s: int) -> str:
-        owner = self.coupon_owner.get(code)
-        if owner is None:
-            return UNKNOWN_COUPON
-        if owner != member.member_id:
-            return NOT_OWNER
-        coupon = member.newsletter_coupon
-        if coupon is None or coupon.code != code:
-            return UNKNOWN_COUPON
+    def _coupon_status(
+        self, member: MemberModel, code: str, at_s: int
+    ) -> tuple[str, CouponRecord | None]:
+        """The status of a presented code, and the coupon it redeems."""
+        known = self.coupon_codes.get(code)
+        if known is None:
+            return UNKNOWN_COUPON, None
+        if known[0] != member.member_id:
+            return NOT_OWNER, None
+        coupon = next((c for c in member.coupons if c.code == code), None)
+        if coupon is None:
+            return UNKNOWN_COUPON, None
         if coupon.used_by is not None:
-            return COUPON_USED
+            return COUPON_USED, None
         if at_s >= coupon.expires_s:
-            return EXPIRED_COUPON
-        return REDEEMED
+            return EXPIRED_COUPON, None
+        return REDEEMED, coupon
 
-    def _refund(self, member: MemberModel, value: dict[str, Any]) -> None:
+    def _refund(self, member: MemberModel, value: dict[str, Any]) -> Outcome:
         transaction_id = value["transaction_id"]
         original_id = value["original_transaction_id"]
         sale = member.sales.get(original_id)
@@ -441,18 +807,20 @@ class Reference:
         after = sale.credited * (sale.refunded_cl + refunded) // sale.liters_cl
         points = after - before
         sale.refunded_cl += refunded
+        key = (sale.day, value["fuel_type"])
+        member.refunded_cl[key] = member.refunded_cl.get(key, 0) + refunded
         if points:
             self._post(member, transaction_id, REVERSAL, -points)
             self._debit_lots(member, points)
             member.earned[sale.day] = member.earned.get(sale.day, 0) - points
-        member.outcomes[transaction_id] = Outcome(
-            kind="refund", points=-points, refunded_cl=refunded
-        )
+        outcome = Outcome(kind="refund", points=-points, refunded_cl=refunded)
+        member.outcomes[transaction_id] = outcome
         member.events.append(
             f"  {value['occurred_at']} refund {transaction_id} of {original_id} "
             f"{value['liters']} L (refunded {refunded / 100}) -> -{points} "
             f"balance {member.balance}"
         )
+        return outcome
 
     # ---- member events ------------------------------------------------------------------
 
@@ -460,6 +828,7 @@ class Reference:
         member = self.member(value["member_id"])
         event_id = value["event_id"]
         kind = value["type"]
+        self._catch_up(member, event_id)
         if member.erased:
             member.refused.append(event_id)
             return
@@ -470,20 +839,19 @@ class Reference:
         at_s = epoch_s(value["occurred_at"])
         outcome = Outcome(kind=kind)
         note = ""
-        if kind in ("signup", "profile_updated", "consents_changed") and value.get("birth_date"):
-            member.birth_date = date.fromisoformat(value["birth_date"])
+        if kind in ("signup", "profile_updated", "consents_changed"):
+            if value.get("birth_date"):
+                member.birth_date = date.fromisoformat(value["birth_date"])
+            marketing = (value.get("consents") or {}).get("marketing")
+            if marketing is not None:
+                member.marketing_consent = bool(marketing)
         if kind == "signup" and not member.enrolled:
             member.enrolled = True
             outcome.enrolled = True
-        if kind == "newsletter_subscribed" and member.newsletter_coupon is None:
-            valid_s = self.rules.coupon_valid_days * DAY_S
-            coupon = CouponRecord(member.member_id, at_s, at_s + valid_s, event_id)
-            coupon.code = next(
-                (code for code, owner in self.coupon_owner.items() if owner == member.member_id),
-                None,
-            )
-            member.newsletter_coupon = coupon
-            outcome.coupon_issued = True
+        if kind == "newsletter_subscribed" and not member.newsletter_issued:
+            member.newsletter_issued = True
+            coupon = self._issue(member, NEWSLETTER, event_id, self.rules.newsletter, at_s)
+            outcome.coupon_issued = coupon
             note = f" coupon {coupon.code}"
         if kind == "erase":
             member.erased = True
@@ -492,12 +860,15 @@ class Reference:
             f"  {value['occurred_at']} {kind} {event_id}{note}"
             f"{' referral ' + value['referral_code'] if value.get('referral_code') else ''}"
         )
+        if kind != "erase":
+            self._resegment(member, self.rules.day(at_s), at_s, event_id, event_id, outcome)
         if kind == "signup" and value.get("referral_code") and not member.referred:
             member.referred = True
             if self.referrals:
                 self._referral(member, value, at_s)
 
     def _referral(self, member: MemberModel, signup: dict[str, Any], at_s: int) -> None:
+        """Settle a referral claim; each side is applied on its member's own turn."""
         code = normalize_code(signup["referral_code"])
         owner_id = self.referral_owner.get(code)
         owner = self.members.get(owner_id) if owner_id else None
@@ -509,28 +880,72 @@ class Reference:
             status = SELF_REFERRAL
         else:
             status = ACCEPTED
-        day = self.rules.day(at_s)
         sides = [(member, "referee", self.rules.referee_points)]
         if status == ACCEPTED and owner is not None:
             sides.append((owner, "referrer", self.rules.referrer_points))
         for side, role, points in sides:
-            source = f"referral:{role}:{signup['event_id']}"
-            outcome = Outcome(kind="referral", referral=(code, status, role))
-            if status == ACCEPTED and points:
-                self._post(side, source, REFERRAL, points)
-                self._earn(side, day, points)
-                outcome.points = points
-                outcome.tier_change = self._upgrade(side, day)
-            side.outcomes[source] = outcome
-            side.events.append(
-                f"  {signup['occurred_at']} referral {role} code {code} {status} "
-                f"+{outcome.points} balance {side.balance}"
+            self.pending.setdefault(side.member_id, []).append(
+                PendingSide(
+                    member_id=side.member_id,
+                    source=f"referral:{role}:{signup['event_id']}",
+                    role=role,
+                    code=code,
+                    status=status,
+                    points=points,
+                    signup_event_id=signup["event_id"],
+                    signup_at=signup["occurred_at"],
+                    at_s=at_s,
+                )
             )
+
+    def _position(self, member_id: str, source: str) -> float:
+        return self.order.get(member_id, {}).get(source, float("inf"))
+
+    def _catch_up(self, member: MemberModel, event_id: str) -> None:
+        """Apply the member's pending referral outcomes the engine processed before
+        ``event_id``."""
+        pending = self.pending.get(member.member_id)
+        if not pending:
+            return
+        before = self._position(member.member_id, event_id)
+        ready = [side for side in pending if self._position(side.member_id, side.source) < before]
+        for side in sorted(ready, key=lambda s: self._position(s.member_id, s.source)):
+            pending.remove(side)
+            self._apply_side(side)
+
+    def settle(self) -> None:
+        """Apply every pending referral outcome (the test waits for them before sending
+        the day's transactions), in the order the engine processed them."""
+        for member_id, pending in list(self.pending.items()):
+            order = sorted(
+                enumerate(pending),
+                key=lambda item: (self._position(member_id, item[1].source), item[0]),
+            )
+            for _, side in order:
+                self._apply_side(side)
+        self.pending.clear()
+
+    def _apply_side(self, side: PendingSide) -> None:
+        member = self.members[side.member_id]
+        day = self.rules.day(side.at_s)
+        outcome = Outcome(kind="referral", referral=(side.code, side.status, side.role))
+        if side.status == ACCEPTED and side.points:
+            self._post(member, side.source, REFERRAL, side.points)
+            self._earn(member, day, side.points)
+            outcome.points = side.points
+            outcome.tier_change = self._upgrade(member, day)
+        member.outcomes[side.source] = outcome
+        member.events.append(
+            f"  {side.signup_at} referral {side.role} code {side.code} {side.status} "
+            f"+{outcome.points} balance {member.balance}"
+        )
+        self._resegment(member, day, side.at_s, side.signup_event_id, side.source, outcome)
 
     # ---- daily job ----------------------------------------------------------------------
 
     def daily(self, day: date) -> None:
         """The daily job of ``day`` for every enrolled member (idempotent per date)."""
+        self.settle()
         rules = self.rules
         for member in self.members.values():
             if not member.enrolled or member.erased:
@@ -562,12 +977,15 @@ class Reference:
             if held < member.tier:
                 outcome.tier_change = (rules.tiers[member.tier].name, rules.tiers[held].name)
                 member.tier = held
-            if outcome.points or outcome.tier_change:
+            logged = len(member.events)
+            self._resegment(member, day, rules.start_of_day(day), source, source, outcome)
+            if outcome.points or outcome.tier_change or outcome.segment_changes:
                 member.outcomes[source] = outcome
-                member.events.append(
+                member.events.insert(
+                    logged,
                     f"  daily {day} {outcome.points:+d}"
                     f"{' tier ' + '->'.join(outcome.tier_change) if outcome.tier_change else ''}"
-                    f" balance {member.balance}"
+                    f" balance {member.balance}",
                 )
 
     # ---- results ------------------------------------------------------------------------

@@ -6,13 +6,17 @@ members, self-referrals, unknown codes and codes of erased members), members enr
 their first sale, birthdays, newsletter coupons (redeemed, expired, used twice, presented by
 another member, unknown), missions, silver and gold members, full and partial refunds
 (capped, duplicated), duplicated sales and two erases (a later sale refused), plus the
-daily job of every day.
+daily job of every day; and the profiling of issue 5: members drifting into ``at_risk_14d``
+and ``lapsed_30d`` (win-back coupons, presented in time and too late), morning buyers,
+heavy users and diesel drivers entering and leaving their segments, with sales, refunds,
+member events and the daily job.
 
 Kafka orders nothing across topics, so each day is sent in three steps, each waiting for the
 previous one's outputs: the day's member events (and the referral outcomes they cause),
 then the day's transactions, then the day's daily job (waiting on the worker's metric of
-processed daily commands). Every balance, ledger, tier, coupon and reward outcome is then
-compared with ``tests/integration/reference.py``, an independent model of the programme.
+processed daily commands). Every balance, ledger, tier, coupon (all sources), reward
+outcome, segment change (``loyalty.segments``) and win_back notification is then compared
+with ``tests/integration/reference.py``, an independent model of the programme.
 """
 
 from __future__ import annotations
@@ -40,12 +44,16 @@ from tables.definitions import changelog_topic_name
 from tests.integration.harness import isolated_settings
 from tests.integration.reference import (
     ACCEPTED,
+    NEWSLETTER,
     REFERRER_ERASED,
     SELF_REFERRAL,
     UNKNOWN_REFERRAL_CODE,
+    WIN_BACK,
+    CouponRecord,
     Reference,
     Rules,
     centiliters,
+    epoch_s,
 )
 
 SEED = 20260201
@@ -78,7 +86,8 @@ class Item:
     liters_cl: int = 0
     original: Item | None = None
     coupons: list[tuple[str, ...]] = field(default_factory=list)
-    """("own", style) | ("other", member, style) | ("garbage", text)."""
+    """("own", style) | ("win_back", style) | ("other", member, style) | ("garbage", text);
+    "own" is the member's newsletter coupon, "win_back" their latest win-back coupon."""
     referral: tuple[str, ...] | None = None
     """("member", referrer, style) | ("self",) | ("unknown", text)."""
     planned_status: str | None = None
@@ -86,6 +95,10 @@ class Item:
     resend: str | None = None
     """None, "now" (a retry right after) or "next_day" (a late redelivery)."""
     style: str = "local"
+    fuel: str | None = None
+    """Fuel of a sale (else one by sequence); a refund carries its sale's fuel."""
+    late: bool = False
+    """Sent on ``day`` but dated earlier (``at_s``): a back-dated sale."""
 
     @property
     def phase(self) -> str:
@@ -134,7 +147,7 @@ class Planner:
     def add(self, member: str, kind: str, day: int, **fields: Any) -> Item:
         prefix = {"sale": "pos", "refund": "ref"}.get(kind, "crm")
         item = Item(member, kind, self._id(prefix, member), day, len(self.items), **fields)
-        if item.fixed:
+        if item.fixed and not item.late:
             assert day_index(item.at_s) == day, item
         roll = self.rng.random()
         item.style = "Z" if roll < 0.2 else "utc" if roll < 0.25 else "local"
@@ -179,8 +192,8 @@ def build_scenario(seed: int = SEED) -> Scenario:
     ids = [f"m{index:03d}" for index in range(MEMBERS)]
 
     # ---- designed members: one edge case each ------------------------------------------
-    designed = ids[:10]
-    d1, d2, d3, d4, d5, d6, d7, d8, e1, e2 = designed
+    designed = ids[:15]
+    d1, d2, d3, d4, d5, d6, d7, d8, e1, e2, w1, w2, w3, w4, w5 = designed
 
     # d1: a birthday bonus lifts the member to silver (900 earned + 200), next fill at x1.25.
     p.add(d1, "signup", 1, profile={"birth_date": "1985-02-26", "locale": "es"})
@@ -255,12 +268,83 @@ def build_scenario(seed: int = SEED) -> Scenario:
     p.sale(e1, 30, 2000)  # after the erase: refused, dead-lettered member_erased
     p.notes[e1] = "erased on day 20 (a sale on day 30 is refused); its code then refused"
     p.notes[e2] = "erased on day 22; its code then refused"
-    for member in designed[:8]:
+    # w1: no sale for 30 days: lapsed_30d at the daily job (win-back coupon, notified: the
+    # member consented), back 7 days later presenting the code (redeemed, 200 points; the
+    # sale leaves lapsed_30d), the same code again 2 days later (already used).
+    p.add(w1, "signup", 0, profile={"locale": "es", "consents": {"marketing": True}})
+    p.fixed_sale(w1, local_instant(1, 12), 3000, fuel="diesel")
+    p.fixed_sale(w1, local_instant(38, 12), 2500, fuel="diesel", coupons=[("win_back", "grouped")])
+    p.fixed_sale(w1, local_instant(40, 12), 2000, fuel="diesel", coupons=[("win_back", "plain")])
+    p.notes[w1] = (
+        "lapsed_30d at the daily job of day 31: win-back coupon and notification; "
+        "redeemed on day 38 (leaves lapsed_30d), presented again on day 40: used"
+    )
+    # w2: a profile update exactly 30 days after the last sale puts the member into
+    # lapsed_30d at that event (coupon issued at 08:00, code from the event); presented
+    # 15 days later: expired.
+    p.add(w2, "signup", 1, profile={"locale": "it", "consents": {"marketing": True}})
+    p.fixed_sale(w2, local_instant(3, 12), 2000, fuel="gasoline95")
+    p.add(
+        w2,
+        "profile_updated",
+        33,
+        at_s=local_instant(33, 8),
+        fixed=True,
+        profile={"locale": "en"},
+    )
+    p.fixed_sale(
+        w2, local_instant(48, 12), 2000, fuel="gasoline95", coupons=[("win_back", "plain")]
+    )
+    p.notes[w2] = (
+        "lapsed_30d at a member event 30 days after the last sale (coupon issued then); "
+        "presented 15 days later: expired"
+    )
+    # w3: three 55 L morning fills in 5 days (morning_buyer and heavy_user at the third),
+    # then three 10 L evening fills: 3 of 5 in the morning still counts (>= 60%), 3 of 6
+    # does not; heavy_user left at the daily job of day 31 (the 1st's fill out of the 30
+    # days); lapsed on day 42 without marketing consent: coupon, no notification.
+    p.add(w3, "signup", 0, profile={"locale": "pl"})
+    for day, hour, cl, fuel in (
+        (1, 8, 5500, "diesel"),
+        (3, 8, 5500, "diesel"),
+        (5, 9, 5500, "diesel"),
+        (8, 19, 1000, "lpg"),
+        (10, 19, 1000, "lpg"),
+        (12, 20, 1000, "lpg"),
+    ):
+        p.fixed_sale(w3, local_instant(day, hour), cl, fuel=fuel)
+    p.notes[w3] = (
+        "morning_buyer (3 of 3, still at 3 of 5) and heavy_user by sales, morning_buyer left "
+        "at 3 of 6, heavy_user left at the daily job when a fill leaves the 30 days"
+    )
+    # w4: enrolled by an 80 L diesel fill, then 80 L of gasoline95 the next day (heavy_user;
+    # the litres tie, the most recent fuel is the favourite: fuel:diesel left); a 20 L
+    # refund of the gasoline95 fill takes heavy_user away and diesel back to favourite.
+    p.fixed_sale(w4, local_instant(10, 12), 8000, fuel="diesel")
+    gasoline = p.fixed_sale(w4, local_instant(11, 12), 8000, fuel="gasoline95")
+    p.add(
+        w4, "refund", 12, at_s=local_instant(12, 12), fixed=True, original=gasoline, liters_cl=2000
+    )
+    p.notes[w4] = (
+        "heavy_user and favourite fuel changed by a refund (litres back from the sale's day); "
+        "lapsed on day 41 without a signup: coupon, no notification"
+    )
+    # w5: lapsed at the daily job of day 32 (first coupon); on day 40 a back-dated sale of
+    # day 12 arrives: evaluated as of day 39 (the last daily job), so 27 days since the last
+    # sale: lapsed_30d left, at_risk_14d entered; lapsed again on day 42 (second coupon).
+    p.add(w5, "signup", 0, profile={"locale": "en", "consents": {"marketing": True}})
+    p.fixed_sale(w5, local_instant(2, 12), 2000, fuel="lpg")
+    p.sale(w5, 40, 2500, at_s=local_instant(12, 10), fixed=True, late=True, fuel="lpg")
+    p.notes[w5] = (
+        "a back-dated sale (day 12, sent on day 40) evaluated as of the last daily job: "
+        "leaves lapsed_30d for at_risk_14d, lapses again on day 42 with a second coupon"
+    )
+    for member in designed[:8] + designed[10:]:
         p.enrol_day[member] = min(item.day for item in p.items if item.member == member)
     p.enrol_day[e1], p.enrol_day[e2] = 0, 2
 
     # ---- everybody else -----------------------------------------------------------------
-    others = ids[10:]
+    others = ids[15:]
     rng.shuffle(others)
     late = others[:30]  # enrolled by a card scan, sign up in the app later
     buyers = others[30:175]  # enrolled by their first sale, never sign up
@@ -537,6 +621,17 @@ def assign_times(items: list[Item], rng: random.Random) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def reward_source(reward: dict[str, Any]) -> str:
+    """The model's name of what caused a reward event (``referral:<role>:<signup id>`` for
+    a referral outcome)."""
+    source = reward["source_event_id"]
+    if reward.get("referral"):
+        return f"referral:{reward['referral']['role']}:{source}"
+    if reward["source_type"] == "referral":
+        return f"referral:?:{source}"
+    return source
+
+
 class Outputs:
     def __init__(self, settings: Settings) -> None:
         topics = settings.topics
@@ -545,6 +640,7 @@ class Outputs:
             topics.ledger,
             topics.rewards,
             topics.notifications,
+            topics.segments,
             topics.deadletter,
             bootstrap_servers=settings.kafka_bootstrap,
             auto_offset_reset="earliest",
@@ -559,8 +655,18 @@ class Outputs:
         """(member, source_type, source_event_id) -> reward event."""
         self.referral_rewards: dict[tuple[str, str], dict[str, Any]] = {}
         """(member, signup event id) -> reward event carrying ``referral``."""
+        self.reward_order: dict[str, list[str]] = defaultdict(list)
+        """Member -> the sources of their reward events, in the order the engine made them."""
         self.referral_code: dict[str, str] = {}
-        self.coupon_code: dict[str, str] = {}
+        self.newsletter_code: dict[str, str] = {}
+        self.win_back_code: dict[str, str] = {}
+        """Member -> the code of their latest win-back coupon seen."""
+        self.issued: list[tuple[str, str, int, str]] = []
+        """(owner, source, issue time, code) of every coupon an output names."""
+        self.segments: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """Member -> their segment events (deduplicated by id), in the order made."""
+        self.segment_ids: set[str] = set()
+        self.win_back_notices: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.deadletters: list[dict[str, Any]] = []
         self.notification_ids: set[str] = set()
         self.tier_notices: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
@@ -581,10 +687,19 @@ class Outputs:
                     member = value["member_id"]
                     key = (member, value["source_type"], value["source_event_id"])
                     self.by_source.setdefault(key, value)
+                    self.reward_order[member].append(reward_source(value))
                     if value.get("referral"):
                         self.referral_rewards.setdefault((member, value["source_event_id"]), value)
-                    if value.get("coupon_issued"):
-                        self.coupon_code.setdefault(member, value["coupon_issued"]["code"])
+                    issued = value.get("coupon_issued")
+                    if issued:
+                        newsletter = value["source_type"] == "newsletter_subscribed"
+                        source = NEWSLETTER if newsletter else WIN_BACK
+                        at_s = epoch_s(value["occurred_at"])
+                        self.issued.append((member, source, at_s, issued["code"]))
+                        if newsletter:
+                            self.newsletter_code.setdefault(member, issued["code"])
+                        else:
+                            self.win_back_code[member] = issued["code"]
                 elif record.topic == self.topics.notifications:
                     if value["notification_id"] in self.notification_ids:
                         continue
@@ -598,6 +713,16 @@ class Outputs:
                         self.referral_code.setdefault(
                             value["member_id"], value["data"]["referral_code"]
                         )
+                    if value["kind"] == "win_back":
+                        member, code = value["member_id"], value["data"]["code"]
+                        self.win_back_notices[member].append(value)
+                        self.win_back_code[member] = code
+                        at_s = epoch_s(value["occurred_at"])
+                        self.issued.append((member, WIN_BACK, at_s, code))
+                elif record.topic == self.topics.segments:
+                    if value["segment_event_id"] not in self.segment_ids:
+                        self.segment_ids.add(value["segment_event_id"])
+                        self.segments[value["member_id"]].append(value)
                 else:
                     self.deadletters.append(value)
 
@@ -608,6 +733,18 @@ class Outputs:
                 return False
             self.poll()
         return True
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Read every output record written so far (the worker has stopped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assigned = list(self.consumer.assignment())
+            ends = self.consumer.end_offsets(assigned) if assigned else {}
+            if assigned and all(self.consumer.position(tp) >= ends[tp] for tp in assigned):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out reading the output topics to their end")
+            self.poll()
 
     def close(self) -> None:
         self.consumer.close()
@@ -686,7 +823,12 @@ class Runner:
         self.erased: set[str] = set()
 
     def code_of(self, kind: str, member: str) -> str | None:
-        table = self.outputs.referral_code if kind == "referral" else self.outputs.coupon_code
+        """The member's referral, newsletter ("coupon") or latest win-back code."""
+        table = {
+            "referral": self.outputs.referral_code,
+            "coupon": self.outputs.newsletter_code,
+            "win_back": self.outputs.win_back_code,
+        }[kind]
         self.outputs.wait(lambda: member in table, 30, f"the {kind} code of {member}")
         code = table.get(member)
         if code is None:
@@ -714,12 +856,15 @@ class Runner:
                     style = item.referral[2] if len(item.referral) > 2 else "plain"
                     value["referral_code"] = present(code, style)
         else:
+            fuel = item.fuel or ["diesel", "gasoline95", "gasoline98", "lpg"][item.seq % 4]
+            if item.original is not None:
+                fuel = self.sent[item.original.ident]["fuel_type"]  # a refund of that fuel
             value = {
                 "transaction_id": item.ident,
                 "member_id": item.member,
                 "station_id": f"station-{item.seq % 23:02d}",
                 "occurred_at": when,
-                "fuel_type": ["diesel", "gasoline95", "gasoline98", "lpg"][item.seq % 4],
+                "fuel_type": fuel,
                 "liters": item.liters_cl / 100,
                 "amount": round(item.liters_cl * 0.0159, 2),
                 "currency": "EUR",
@@ -732,6 +877,9 @@ class Runner:
             for coupon in item.coupons:
                 if coupon[0] == "garbage":
                     codes.append(coupon[1])
+                elif coupon[0] == "win_back":
+                    code = self.code_of("win_back", item.member) or "MISSINGWB"
+                    codes.append(present(code, coupon[-1]))
                 else:
                     owner = item.member if coupon[0] == "own" else coupon[1]
                     code = self.code_of("coupon", owner) or "MISSINGCPN"
@@ -863,12 +1011,26 @@ class Runner:
 # ---------------------------------------------------------------------------------------
 
 
-def replay(log: list[tuple[str, Any]], outputs: Outputs, referrals: bool = True) -> Reference:
+def replay(
+    log: list[tuple[str, Any]],
+    outputs: Outputs,
+    table: dict[str, bytes | None],
+    referrals: bool = True,
+) -> Reference:
     reference = Reference(Rules.load(DEFAULT_PROGRAM), referrals=referrals)
+    reference.order = {
+        member: {source: index for index, source in reversed(list(enumerate(sources)))}
+        for member, sources in outputs.reward_order.items()
+    }
     for member, code in outputs.referral_code.items():
         reference.learn_referral_code(code, member)
-    for member, code in outputs.coupon_code.items():
-        reference.learn_coupon_code(code, member)
+    # Coupon codes, as the outputs and the final table name them: which issue each is.
+    for member, source, issued_s, code in outputs.issued:
+        reference.learn_coupon_code(code, member, source, issued_s)
+    for member, raw in table.items():
+        if raw is not None:
+            for coupon in decode_state(raw).coupons.values():
+                reference.learn_coupon_code(coupon.code, member, coupon.source, coupon.issued_s)
     for kind, value in log:
         if kind == "member":
             reference.member_event(value)
@@ -876,7 +1038,20 @@ def replay(log: list[tuple[str, Any]], outputs: Outputs, referrals: bool = True)
             reference.transaction(value)
         else:
             reference.daily(value)
+    reference.settle()
     return reference
+
+
+def engine_coupon(issued: dict[str, Any] | None) -> tuple[str, str, int, int] | None:
+    if not issued:
+        return None
+    return (issued["code"], issued["benefit"], issued["value"], epoch_s(issued["expires_at"]))
+
+
+def model_coupon(coupon: CouponRecord | None) -> tuple[str | None, str, int, int] | None:
+    if coupon is None:
+        return None
+    return (coupon.code, coupon.benefit, coupon.value, coupon.expires_s)
 
 
 def engine_outcome(reward: dict[str, Any]) -> dict[str, Any]:
@@ -893,7 +1068,8 @@ def engine_outcome(reward: dict[str, Any]) -> dict[str, Any]:
     elif kind == "refund":
         out["refunded_cl"] = centiliters(reward["reversal"]["refunded_liters"])
     elif kind in MEMBER_KINDS:
-        out = {"enrolled": reward["enrolled"], "coupon_issued": bool(reward["coupon_issued"])}
+        out = {"enrolled": reward["enrolled"]}
+    out["coupon_issued"] = engine_coupon(reward.get("coupon_issued"))
     if reward.get("referral"):
         ref = reward["referral"]
         out["referral"] = (ref["code"], ref["status"], ref["role"])
@@ -912,10 +1088,49 @@ def expected_outcome(outcome: Any) -> dict[str, Any]:
     elif outcome.kind == "refund":
         out["refunded_cl"] = outcome.refunded_cl
     elif outcome.kind in MEMBER_KINDS:
-        out = {"enrolled": outcome.enrolled, "coupon_issued": outcome.coupon_issued}
+        out = {"enrolled": outcome.enrolled}
+    out["coupon_issued"] = model_coupon(outcome.coupon_issued)
     if outcome.referral:
         out["referral"] = outcome.referral
     return out
+
+
+SegmentRow = tuple[str, str, str, int]
+"""(segment, change, source event id, event time)."""
+
+
+def by_cause(rows: list[SegmentRow]) -> list[SegmentRow]:
+    """Segment changes in order; within one run of the same change of one evaluation (same
+    source and time), by segment name: the README orders an event's ``left`` changes before
+    its ``entered`` ones, and says nothing of the order of the segments."""
+    out: list[SegmentRow] = []
+    run: list[SegmentRow] = []
+    for row in rows:
+        if run and row[1:] != run[0][1:]:
+            out += sorted(run)
+            run = []
+        run.append(row)
+    return out + sorted(run)
+
+
+def engine_segments(outputs: Outputs, member_id: str) -> list[SegmentRow]:
+    return [
+        (e["segment"], e["change"], e["source_event_id"], epoch_s(e["occurred_at"]))
+        for e in outputs.segments.get(member_id, [])
+    ]
+
+
+def model_segments(reference: Reference, member_id: str) -> list[SegmentRow]:
+    model = reference.members[member_id]
+    return [(c.segment, c.change, c.source_event_id, c.at_s) for c in model.segment_changes]
+
+
+def table_coupons(coupons: Any) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """Coupons by (source, issue time): (code, benefit, value, expiry, used by)."""
+    return {
+        (c.source, c.issued_s): (c.code, c.benefit, c.value, c.expires_s, c.used_by)
+        for c in coupons
+    }
 
 
 def compare(
@@ -923,16 +1138,17 @@ def compare(
 ) -> dict[str, list[str]]:
     """Differences per member (empty when everything matches)."""
     diffs: dict[str, list[str]] = defaultdict(list)
+    zone = reference.rules.zone
     engine_rewards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for reward in outputs.rewards.values():
-        kind = reward["source_type"]
-        source = reward["source_event_id"]
-        if reward.get("referral"):
-            source = f"referral:{reward['referral']['role']}:{source}"
-        elif kind == "referral":
-            source = f"referral:?:{source}"
-        engine_rewards[reward["member_id"]][source] = reward
-    members = set(reference.members) | set(outputs.ledger) | set(table) | set(engine_rewards)
+        engine_rewards[reward["member_id"]][reward_source(reward)] = reward
+    members = (
+        set(reference.members)
+        | set(outputs.ledger)
+        | set(table)
+        | set(engine_rewards)
+        | set(outputs.segments)
+    )
     for member_id in sorted(members):
         model = reference.members.get(member_id)
         if model is None:
@@ -966,11 +1182,40 @@ def compare(
                 diffs[member_id].append(
                     f"table tier {tier} != model {reference.tier_name(member_id)}"
                 )
-            coupon = model.newsletter_coupon
-            want_coupons = {coupon.code: coupon.used_by} if coupon else {}
-            got_coupons = {code: c.used_by for code, c in state.coupons.items()}
+            got_coupons = table_coupons(state.coupons.values())
+            want_coupons = table_coupons(model.coupons)
             if got_coupons != want_coupons:
-                diffs[member_id].append(f"table coupons {got_coupons} != model {want_coupons}")
+                missing = {k: v for k, v in want_coupons.items() if got_coupons.get(k) != v}
+                extra = {k: v for k, v in got_coupons.items() if want_coupons.get(k) != v}
+                diffs[member_id].append(f"table coupons: model {missing}, engine {extra}")
+            if tuple(state.segments) != model.segments:
+                diffs[member_id].append(
+                    f"table segments {list(state.segments)} != model {list(model.segments)}"
+                )
+        got_rows = by_cause(engine_segments(outputs, member_id))
+        want_rows = by_cause(model_segments(reference, member_id))
+        if got_rows != want_rows:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(got_rows, want_rows, strict=False)) if a != b),
+                min(len(got_rows), len(want_rows)),
+            )
+            diffs[member_id].append(
+                f"segment events differ from #{first}: engine {got_rows[first : first + 3]} "
+                f"({len(got_rows)} in all), model {want_rows[first : first + 3]} "
+                f"({len(want_rows)} in all)"
+            )
+        got_notices = Counter(
+            (n["data"]["code"], n["data"]["value"], n["data"]["expires_on"])
+            for n in outputs.win_back_notices.get(member_id, [])
+        )
+        want_notices = Counter(
+            (c.code, c.value, datetime.fromtimestamp(c.expires_s, zone).date().isoformat())
+            for c in model.win_back_notices
+        )
+        if got_notices != want_notices:
+            diffs[member_id].append(
+                f"win_back notifications {dict(got_notices)} != model {dict(want_notices)}"
+            )
         changes = Counter(o.tier_change for o in model.outcomes.values() if o.tier_change)
         if outputs.tier_notices.get(member_id, Counter()) != changes:
             diffs[member_id].append(
@@ -981,7 +1226,9 @@ def compare(
         for source, outcome in model.outcomes.items():
             found = rewards.get(source)
             if found is None:
-                diffs[member_id].append(f"no reward event for {source}: model {outcome}")
+                diffs[member_id].append(
+                    f"no reward event for {source}: model {expected_outcome(outcome)}"
+                )
                 continue
             reward = found
             if engine_outcome(reward) != expected_outcome(outcome):
@@ -992,6 +1239,8 @@ def compare(
         for source, reward in rewards.items():
             if source not in model.outcomes:
                 diffs[member_id].append(f"unexpected reward {source}: {engine_outcome(reward)}")
+    if reference.code_conflicts:
+        diffs["(coupon codes)"] += reference.code_conflicts
     return diffs
 
 
@@ -1005,10 +1254,19 @@ def describe(member_id: str, reference: Reference, outputs: Outputs, diffs: list
         lines += [
             f"  {e.source} {e.reason} {e.delta:+d} -> {e.balance_after}" for e in model.ledger
         ]
+        lines.append(" model segment changes:")
+        lines += [f"  {c.cause} {c.change} {c.segment} at {c.at_s}" for c in model.segment_changes]
+        lines.append(" model coupons:")
+        lines += [f"  {c}" for c in model.coupons]
     lines.append(" engine ledger:")
     lines += [
         f"  {e['source_event_id']} {e['reason']} {e['delta']:+d} -> {e['balance_after']}"
         for e in outputs.ledger.get(member_id, {}).values()
+    ]
+    lines.append(" engine segment events:")
+    lines += [
+        f"  {e['source_event_id']} {e['change']} {e['segment']} at {e['occurred_at']}"
+        for e in outputs.segments.get(member_id, [])
     ]
     return "\n".join(lines)
 
@@ -1028,8 +1286,10 @@ def summary(scenario: Scenario, reference: Reference, runner: Runner) -> dict[st
                 counts["sales"] += 1
                 if outcome.enrolled:
                     counts["enrolled by a sale"] += 1
-                for _, status in outcome.coupons or []:
-                    counts[f"coupon {status}"] += 1
+                for code, status in outcome.coupons or []:
+                    known = reference.coupon_codes.get(code)
+                    kind = "win-back coupon" if known and known[1] == WIN_BACK else "coupon"
+                    counts[f"{kind} {status}"] += 1
                 for mission in outcome.missions or []:
                     counts[f"mission {mission}"] += 1
             elif outcome.kind == "refund":
@@ -1041,11 +1301,16 @@ def summary(scenario: Scenario, reference: Reference, runner: Runner) -> dict[st
                 counts["enrolled by a signup"] += outcome.enrolled
             elif outcome.kind == "newsletter_subscribed":
                 counts["newsletter subscriptions"] += 1
-                counts["coupons issued"] += outcome.coupon_issued
             elif outcome.kind == "referral" and outcome.referral:
                 counts[f"referral {outcome.referral[2]} {outcome.referral[1]}"] += 1
             if outcome.kind == "daily" and outcome.points > 0:
                 counts["birthday bonuses"] += 1
+            if outcome.kind == "daily" and not outcome.points and not outcome.tier_change:
+                counts["daily reward events for segment changes only"] += 1
+            if outcome.coupon_issued is not None:
+                counts[f"{outcome.coupon_issued.source} coupons issued ({outcome.kind})"] += 1
+            if outcome.segment_changes:
+                counts[f"segment changes at {outcome.kind}"] += outcome.segment_changes
             if outcome.tier_change:
                 old, new = outcome.tier_change
                 direction = (
@@ -1054,6 +1319,9 @@ def summary(scenario: Scenario, reference: Reference, runner: Runner) -> dict[st
                     else "down"
                 )
                 counts[f"tier {direction} {old}->{new} ({outcome.kind})"] += 1
+        for change in member.segment_changes:
+            counts[f"segment {change.segment} {change.change}"] += 1
+        counts["win_back notifications"] += len(member.win_back_notices)
         counts[f"final tier {reference.tier_name(member.member_id)}"] += 1
         counts["duplicates ignored"] += sum(1 for e in member.events if "duplicate" in e)
     for item in scenario.items:
@@ -1088,10 +1356,11 @@ def test_sixty_days_for_500_members_match_an_independent_reference(
     finally:
         worker.stop()
     sent_s = time.monotonic() - started
+    outputs.drain()
     table = read_table(settings)
-    reference = replay(runner.log, outputs)
+    reference = replay(runner.log, outputs, table)
     diffs = compare(reference, outputs, table)
-    without_referrals = compare(replay(runner.log, outputs, referrals=False), outputs, table)
+    without_referrals = compare(replay(runner.log, outputs, table, referrals=False), outputs, table)
 
     counts = summary(scenario, reference, runner)
     print(f"\nscenario sent and processed in {sent_s:.1f}s; {outputs.records} output records")
