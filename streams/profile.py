@@ -15,8 +15,9 @@ from schemas.state import MemberState
 from streams.program import Program
 from streams.rewards import iso_from_ms
 from streams.rules import earned_in_window, tier_named
-from streams.segments import rfm_scores, stats_figures
+from streams.segments import rfm_scores
 from tables.accounts import LEDGER_HISTORY
+from tables.stats import figures
 
 MAX_MEMBER_ID_LENGTH = 64
 DEFAULT_LEDGER_LIMIT = 20
@@ -55,7 +56,7 @@ def member_profile(
     higher = [level for level in program.tiers if level.min_points > tier.min_points]
     earned = earned_in_window(state.earned_by_day, today.toordinal(), program.tier_window_days)
     next_tier = higher[0] if higher else None
-    stats = stats_figures(state, program, today.toordinal())
+    stats = figures(state.stats, today.toordinal())
     return {
         "member_id": member_id,
         "as_of": today.isoformat(),

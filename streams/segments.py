@@ -8,10 +8,8 @@ changes: ``lapsed_30d`` is entered there).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from schemas.state import MemberState
 from streams.program import Program, Rfm
@@ -20,17 +18,6 @@ from tables.stats import DAYPARTS, figures
 
 ENTERED = "entered"
 LEFT = "left"
-
-
-def stats_figures(state: MemberState, program: Program, as_of_day: int) -> dict[str, Any]:
-    """The member's rolling stats for the windows ending on ``as_of_day`` (ordinal)."""
-    last_sale_s = state.stats.last_sale_s
-    last_sale_day = (
-        None
-        if last_sale_s is None
-        else datetime.fromtimestamp(last_sale_s, ZoneInfo(program.timezone)).toordinal()
-    )
-    return figures(state.stats, as_of_day, last_sale_day)
 
 
 def rfm_scores(stats: dict[str, Any], rfm: Rfm | None) -> dict[str, Any]:
@@ -71,7 +58,7 @@ def segments_of(state: MemberState, program: Program, as_of_day: int) -> tuple[s
     """Names of the program's segments the member is in as of ``as_of_day``, sorted."""
     if not program.segments:
         return ()
-    stats = stats_figures(state, program, as_of_day)
+    stats = figures(state.stats, as_of_day)
     fields = predicate_fields(state, program, stats, rfm_scores(stats, program.rfm))
     return tuple(sorted(segment.name for segment in program.segments if segment.matches(fields)))
 

@@ -38,7 +38,7 @@ from schemas.outputs import (
     WELCOME_BONUS,
     LedgerEntry,
 )
-from schemas.state import AppliedEvent, Coupon, MemberState, Profile
+from schemas.state import AppliedEvent, Coupon, MemberState, Profile, Stats
 from streams import codes
 from streams.program import Program
 from streams.rules import (
@@ -107,11 +107,7 @@ def apply_transaction(
         state, applied = _apply_sale(state, transaction, program, occurred_s, processed_ms)
     else:
         state, applied = _apply_refund(state, transaction, program, occurred_s, processed_ms)
-    keep_from_s = max(newest_s, occurred_s) - window_s
     day = day_of(occurred_s, program)
-    keep_from_day = day - program.tier_window_days
-    earned = {day: points for day, points in state.earned_by_day.items() if day > keep_from_day}
-    state = replace(state, earned_by_day=earned)
     state = _resegment(
         state,
         program,
@@ -121,17 +117,27 @@ def apply_transaction(
         occurred_s,
         transaction.transaction_id,
     )
+    keep_from_s = max(newest_s, occurred_s) - window_s
     applied_log = state.applied.since(keep_from_s).with_event(transaction.transaction_id, applied)
-    return replace(state, applied=applied_log), Outcome(applied=applied, duplicate=False)
+    keep_from_day = day - program.tier_window_days
+    earned = {d: points for d, points in state.earned_by_day.items() if d > keep_from_day}
+    new_state = replace(state, applied=applied_log, earned_by_day=earned)
+    return new_state, Outcome(applied=applied, duplicate=False)
 
 
 def _credit(
-    state: MemberState, day: int, points: int, program: Program, details: dict[str, Any]
+    state: MemberState,
+    day: int,
+    points: int,
+    program: Program,
+    details: dict[str, Any],
+    stats_after: Stats | None = None,
 ) -> MemberState:
     """Add earned points to the day's lot and tier earning; upgrade at once on crossing a
-    threshold (recorded in ``details["tier_change"]``)."""
+    threshold (recorded in ``details["tier_change"]``). ``stats_after``: the member's stats
+    with this credit already counted (a sale's), else the points are added to them here."""
     if points <= 0:
-        return state
+        return state if stats_after is None else replace(state, stats=stats_after)
     earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + points}
     tier = tier_named(state.tier, program.tiers)
     reached = tier_for(
@@ -146,7 +152,7 @@ def _credit(
         earned_by_day=earned_by_day,
         lots=lots.credit(state.lots, day, points),
         tier=tier.name,
-        stats=stats.add_points(state.stats, points),
+        stats=stats.add_points(state.stats, points) if stats_after is None else stats_after,
     )
 
 
@@ -186,7 +192,7 @@ def _apply_sale(
     details["tier"] = tier.name
     local = datetime.fromtimestamp(occurred_s, ZoneInfo(program.timezone))
     day = local.toordinal()
-    state = _credit(state, day, sum(d for _, d in entries), program, details)
+    points = sum(d for _, d in entries)
     recorded = stats.record_sale(
         state.stats,
         day,
@@ -196,8 +202,9 @@ def _apply_sale(
         sale.amount,
         sale.fuel_type,
         sale.station_id,
+        max(points, 0),
     )
-    state = replace(state, stats=recorded)
+    state = _credit(state, day, points, program, details, recorded)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,

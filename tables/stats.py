@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.state import Bucket, Stats
+from schemas.state import Stats
 
 LONGEST_WINDOW_DAYS = 90
 DAYPARTS = ("morning", "midday", "evening", "night")
@@ -53,16 +53,23 @@ def record_sale(
     amount: Decimal,
     fuel: str,
     station: str,
+    points: int,
 ) -> Stats:
-    """The stats with one more sale, on ``day`` (ordinal) at ``hour`` (program time zone)."""
+    """The stats with one more sale, on ``day`` (ordinal) at ``hour`` (program time zone),
+    which credited ``points``."""
     ml, cts = milli(liters), cents(amount)
-    buckets = [bucket for bucket in stats.buckets if bucket[_DAY] != day]
-    old = next((bucket for bucket in stats.buckets if bucket[_DAY] == day), None)
-    bucket: Bucket = (
-        [day, 0, 0, 0, 0, 0, 0, 0, {}, {}]
-        if old is None
-        else [*old[:_FUELS], dict(old[_FUELS]), dict(old[_STATIONS])]
-    )
+    buckets = list(stats.buckets)
+    # Buckets are ascending by day and a sale is usually on the newest day or a later one.
+    index = len(buckets)
+    while index and buckets[index - 1][_DAY] > day:
+        index -= 1
+    if index and buckets[index - 1][_DAY] == day:
+        old = buckets[index - 1]
+        bucket = [*old[:_FUELS], dict(old[_FUELS]), dict(old[_STATIONS])]
+        buckets[index - 1] = bucket
+    else:
+        bucket = [day, 0, 0, 0, 0, 0, 0, 0, {}, {}]
+        buckets.insert(index, bucket)
     bucket[_ML] += ml
     bucket[_CENTS] += cts
     bucket[_SALES] += 1
@@ -70,15 +77,13 @@ def record_sale(
     bucket[_FUELS][fuel] = bucket[_FUELS].get(fuel, 0) + ml
     sales, last_s = bucket[_STATIONS].get(station, (0, 0))
     bucket[_STATIONS][station] = [sales + 1, max(last_s, occurred_s)]
-    buckets.append(bucket)
-    newest = max(b[_DAY] for b in buckets)
-    kept = sorted(
-        (b for b in buckets if b[_DAY] > newest - LONGEST_WINDOW_DAYS), key=lambda b: b[_DAY]
-    )
-    return replace(
-        stats,
-        buckets=tuple(kept),
+    oldest_kept = buckets[-1][_DAY] - LONGEST_WINDOW_DAYS
+    if buckets[0][_DAY] <= oldest_kept:
+        buckets = [b for b in buckets if b[_DAY] > oldest_kept]
+    return Stats(
+        buckets=tuple(buckets),
         last_sale_s=max(stats.last_sale_s or 0, occurred_s),
+        lifetime_points=stats.lifetime_points + points,
         lifetime_ml=stats.lifetime_ml + ml,
         lifetime_cents=stats.lifetime_cents + cts,
         lifetime_sales=stats.lifetime_sales + 1,
@@ -118,48 +123,59 @@ def add_points(stats: Stats, points: int) -> Stats:
     return stats if not points else replace(stats, lifetime_points=stats.lifetime_points + points)
 
 
-def figures(stats: Stats, as_of_day: int, last_sale_day: int | None) -> dict[str, Any]:
-    """The member's rolling figures for the trailing windows ending on ``as_of_day``
-    (``last_sale_day``: the day of ``stats.last_sale_s``, in the program time zone)."""
-    totals = {7: [0, 0, 0], 30: [0, 0, 0], 90: [0, 0, 0]}  # window -> [ml, cents, sales]
-    dayparts = [0, 0, 0, 0]
+def figures(stats: Stats, as_of_day: int) -> dict[str, Any]:
+    """The member's rolling figures for the trailing windows ending on ``as_of_day``."""
+    ml_7 = ml_30 = ml_90 = cents_7 = cents_30 = cents_90 = sales_30 = sales_90 = 0
+    morning = midday = evening = night = 0
     fuels: dict[str, list[int]] = {}  # fuel -> [ml, last day]
     stations: dict[str, list[int]] = {}  # station -> [sales, last sale time]
     for bucket in stats.buckets:
-        age = as_of_day - bucket[_DAY]
+        day, ml, cts, sales = bucket[_DAY], bucket[_ML], bucket[_CENTS], bucket[_SALES]
+        age = as_of_day - day
         if age < 0 or age >= LONGEST_WINDOW_DAYS:
             continue
-        for window, total in totals.items():
-            if age < window:
-                total[0] += bucket[_ML]
-                total[1] += bucket[_CENTS]
-                total[2] += bucket[_SALES]
+        ml_90 += ml
+        cents_90 += cts
+        sales_90 += sales
         if age < 30:
-            for index in range(4):
-                dayparts[index] += bucket[_DAYPART0 + index]
-        for fuel, ml in bucket[_FUELS].items():
-            entry = fuels.setdefault(fuel, [0, 0])
-            entry[0] += ml
-            entry[1] = bucket[_DAY]
-        for station, (sales, last_s) in bucket[_STATIONS].items():
-            entry = stations.setdefault(station, [0, 0])
-            entry[0] += sales
-            entry[1] = max(entry[1], last_s)
-    ml_90, _, sales_90 = totals[90]
-    sales_30 = totals[30][2]
+            ml_30 += ml
+            cents_30 += cts
+            sales_30 += sales
+            morning += bucket[4]
+            midday += bucket[5]
+            evening += bucket[6]
+            night += bucket[7]
+            if age < 7:
+                ml_7 += ml
+                cents_7 += cts
+        for fuel, fuel_ml in bucket[_FUELS].items():
+            entry = fuels.get(fuel)
+            if entry is None:
+                fuels[fuel] = [fuel_ml, day]
+            else:
+                entry[0] += fuel_ml
+                entry[1] = day
+        for station, (station_sales, last_s) in bucket[_STATIONS].items():
+            entry = stations.get(station)
+            if entry is None:
+                stations[station] = [station_sales, last_s]
+            else:
+                entry[0] += station_sales
+                entry[1] = max(entry[1], last_s)
+    last_sale_s = stats.last_sale_s
+    # Buckets are only dropped relative to the newest, which is the last sale's day.
+    last_sale_day = stats.buckets[-1][_DAY] if stats.buckets else None
     return {
-        "liters_7d": totals[7][0] / 1000,
-        "liters_30d": totals[30][0] / 1000,
+        "liters_7d": ml_7 / 1000,
+        "liters_30d": ml_30 / 1000,
         "liters_90d": ml_90 / 1000,
-        "amount_7d": totals[7][1] / 100,
-        "amount_30d": totals[30][1] / 100,
-        "amount_90d": totals[90][1] / 100,
+        "amount_7d": cents_7 / 100,
+        "amount_30d": cents_30 / 100,
+        "amount_90d": cents_90 / 100,
         "sales_30d": sales_30,
         "sales_90d": sales_90,
         "last_sale_at": (
-            None
-            if stats.last_sale_s is None
-            else datetime.fromtimestamp(stats.last_sale_s, UTC).isoformat()
+            None if last_sale_s is None else datetime.fromtimestamp(last_sale_s, UTC).isoformat()
         ),
         "days_since_last_sale": (
             None if last_sale_day is None else max(0, as_of_day - last_sale_day)
@@ -170,8 +186,10 @@ def figures(stats: Stats, as_of_day: int, last_sale_day: int | None) -> dict[str
         "favourite_station": _most(stations),
         "avg_liters_per_fill": round(ml_90 / sales_90 / 1000, 3) if sales_90 else None,
         "daypart_shares_30d": {
-            name: round(count / sales_30, 3) if sales_30 else 0.0
-            for name, count in zip(DAYPARTS, dayparts, strict=True)
+            "morning": round(morning / sales_30, 3) if sales_30 else 0.0,
+            "midday": round(midday / sales_30, 3) if sales_30 else 0.0,
+            "evening": round(evening / sales_30, 3) if sales_30 else 0.0,
+            "night": round(night / sales_30, 3) if sales_30 else 0.0,
         },
         "lifetime_points": stats.lifetime_points,
         "lifetime_liters": stats.lifetime_ml / 1000,
