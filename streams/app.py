@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import accounts, daily, referrals, web
+from agents import accounts, daily, profiles, referrals, web
 from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
 from streams.program import load_program
@@ -38,6 +38,9 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # What this worker advertises to the others in the group's assignment metadata:
+        # they forward member requests there (agents.profiles).
+        canonical_url=settings.advertised_url,
         autodiscover=False,
     )
     topics = declare_topics(app, settings)
@@ -46,4 +49,5 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     referrals.register(app, referrals.ReferralProcessor(settings, topics, tables))
     daily.register(app, settings, program, topics)
     web.register(app)
+    profiles.register(app, settings, program, tables.member_to_state, clock)
     return app
