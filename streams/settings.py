@@ -7,6 +7,7 @@ environment. Each field's docstring names its variable and default.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,13 +56,15 @@ class Settings:
     data_dir: Path = Path(".local/state")
     """``LOYALTY_DATA_DIR``: directory of the worker's RocksDB table state."""
     web_port: int = 6066
-    """``LOYALTY_WEB_PORT``: HTTP port of the worker (``/metrics``, health)."""
+    """``LOYALTY_WEB_PORT``: HTTP port of the worker (``/metrics``, the member profile API,
+    ``/openapi.json``)."""
     web_host: str = "127.0.0.1"
     """``LOYALTY_WEB_HOST``: interface the worker's HTTP server binds."""
     web_url: str = ""
     """``LOYALTY_WEB_URL``: the URL other workers reach this worker's HTTP server at (they
     forward member requests to the worker owning the member); empty means
-    ``http://{LOYALTY_WEB_HOST}:{LOYALTY_WEB_PORT}``."""
+    ``http://{LOYALTY_WEB_HOST}:{LOYALTY_WEB_PORT}``, with the host name in place of
+    ``0.0.0.0`` (a container's name, for Docker)."""
     program_path: Path = DEFAULT_PROGRAM
     """``LOYALTY_PROGRAM``: path of the loyalty program file (TOML)."""
     app_id: str = "loyalty-stream"
@@ -95,8 +98,12 @@ class Settings:
 
     @property
     def advertised_url(self) -> str:
-        """Where other workers reach this worker's HTTP server."""
-        return self.web_url or f"http://{self.web_host}:{self.web_port}"
+        """Where other workers reach this worker's HTTP server: ``LOYALTY_WEB_URL``, else the
+        bound interface, or the host name when the server binds every interface."""
+        if self.web_url:
+            return self.web_url
+        host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
+        return f"http://{host}:{self.web_port}"
 
 
 def _topic_names(env: dict[str, str]) -> TopicNames:

@@ -36,3 +36,13 @@ def test_to_env_round_trips():
         kafka_bootstrap="k:1", data_dir=Path("/d"), web_port=1, partitions=3, app_id="x"
     )
     assert from_env(to_env(settings)) == settings
+
+
+def test_advertised_url_names_the_host_when_binding_every_interface():
+    import socket
+
+    assert Settings(web_host="10.0.0.5", web_port=7000).advertised_url == "http://10.0.0.5:7000"
+    everywhere = Settings(web_host="0.0.0.0", web_port=7000).advertised_url
+    assert everywhere == f"http://{socket.gethostname()}:7000"
+    explicit = Settings(web_host="0.0.0.0", web_url="http://worker-2:6066")
+    assert explicit.advertised_url == "http://worker-2:6066"
