@@ -182,6 +182,26 @@ NO_STATS = Stats()
 
 
 @dataclass(frozen=True, slots=True)
+class Redemption:
+    """One redemption request as the member's partition knows it."""
+
+    reward_id: str
+    quantity: int
+    points: int
+    """Points it costs: the reward's ``cost_points`` x quantity at request time."""
+    status: str
+    """``held`` (points set aside, stock not yet reserved), ``confirmed``, ``rejected``,
+    ``fulfilled`` or ``cancelled``."""
+    reason: str | None
+    """Why it was rejected."""
+    station_id: str
+    requested_at: str
+    """Event time of the request (ISO-8601)."""
+    updated_at: str
+    """Event time of the step that set the status (ISO-8601)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MemberState:
     """One member's account."""
 
@@ -214,6 +234,9 @@ class MemberState:
     stats: Stats = NO_STATS
     segments: tuple[str, ...] = ()
     """The program's segments the member is in, sorted, as last evaluated."""
+    redemptions: dict[str, Redemption] = field(default_factory=dict)
+    """By request_id: the pending ones and the most recent others (bounded, see
+    ``tables.accounts``)."""
     recent_ledger: tuple[StoredLedgerEntry, ...] = ()
     """The member's most recent ledger entries, oldest first (bounded: see
     ``tables.accounts.LEDGER_HISTORY``), as ``[entry_id, delta, balance_after, reason,
@@ -299,6 +322,20 @@ def encode_state(state: MemberState) -> bytes:
         ]
     if state.segments:
         encoded["sg"] = state.segments
+    if state.redemptions:
+        encoded["rd"] = {
+            request_id: [
+                r.reward_id,
+                r.quantity,
+                r.points,
+                r.status,
+                r.reason,
+                r.station_id,
+                r.requested_at,
+                r.updated_at,
+            ]
+            for request_id, r in state.redemptions.items()
+        }
     if state.recent_ledger:
         encoded["lh"] = state.recent_ledger
     return orjson.dumps(encoded)
@@ -329,6 +366,9 @@ def decode_state(value: bytes | None) -> MemberState:
         referred=raw.get("rf", False),
         stats=_decode_stats(raw.get("st")),
         segments=tuple(raw.get("sg", ())),
+        redemptions={
+            request_id: Redemption(*fields) for request_id, fields in raw.get("rd", {}).items()
+        },
         recent_ledger=tuple(raw.get("lh", ())),
     )
 
@@ -338,3 +378,65 @@ def _decode_stats(stored: list[Any] | None) -> Stats:
         return NO_STATS
     buckets, last_sale_s, points, ml, cents, sales = stored
     return Stats(tuple(buckets), last_sale_s, points, ml, cents, sales)
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionRequest:
+    """A redemption's saga as its coordinator (the partition of its request_id) keeps it."""
+
+    member_id: str
+    reward_id: str
+    quantity: int
+    points: int
+    station_id: str
+    requested_at: str
+    """Event time of the request (ISO-8601)."""
+    status: str
+    """``holding`` (asked the member's partition to set the points aside), ``reserving``
+    (asked the reward's partition for the stock), ``confirmed``, ``rejected``, ``fulfilled``
+    or ``cancelled``."""
+    reason: str | None = None
+    """Why it was rejected."""
+
+
+def encode_request(request: RedemptionRequest) -> bytes:
+    return orjson.dumps(
+        [
+            request.member_id,
+            request.reward_id,
+            request.quantity,
+            request.points,
+            request.station_id,
+            request.requested_at,
+            request.status,
+            request.reason,
+        ]
+    )
+
+
+def decode_request(value: bytes) -> RedemptionRequest:
+    return RedemptionRequest(*orjson.loads(value))
+
+
+@dataclass(frozen=True, slots=True)
+class RewardStock:
+    """What the partition deciding a reward's stock remembers: the units it reserved, and
+    each request it answered (so a redelivered step gets the same answer)."""
+
+    reserved: int = 0
+    """Units reserved and not returned; the live stock is the catalog's ``stock`` less this."""
+    requests: dict[str, list[Any]] = field(default_factory=dict)
+    """request_id -> [quantity, outcome]: ``reserved``, ``returned``, or the rejection reason."""
+
+
+def encode_stock(stock: RewardStock) -> bytes:
+    """``{"reserved": n, "requests": {...}}``: the catalog view of every worker reads
+    ``reserved`` from the table's changelog."""
+    return orjson.dumps({"reserved": stock.reserved, "requests": stock.requests})
+
+
+def decode_stock(value: bytes | None) -> RewardStock:
+    if value is None:
+        return RewardStock()
+    raw = orjson.loads(value)
+    return RewardStock(raw["reserved"], raw["requests"])

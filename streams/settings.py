@@ -33,6 +33,11 @@ class TopicNames:
     """``LOYALTY_TOPIC_DEADLETTER``: rejected input with its reason and original bytes."""
     segments: str = "loyalty.segments"
     """``LOYALTY_TOPIC_SEGMENTS``: a member entering or leaving a segment (output)."""
+    catalog: str = "loyalty.catalog"
+    """``LOYALTY_TOPIC_CATALOG``: the rewards catalog (compacted, key ``reward_id``)."""
+    redemptions: str = "loyalty.redemptions"
+    """``LOYALTY_TOPIC_REDEMPTIONS``: redemption requests and their fulfilment or cancellation
+    by stations (input, key ``request_id``)."""
     rekeyed: str = "loyalty.transactions.rekeyed"
     """``LOYALTY_TOPIC_REKEYED``: internal; transactions forwarded to their member's partition."""
     members_rekeyed: str = "loyalty.members.rekeyed"
@@ -43,8 +48,15 @@ class TopicNames:
     """``LOYALTY_TOPIC_REFERRALS``: internal; referral-code registrations and claims, keyed
     by code."""
     member_commands: str = "loyalty.member-commands"
-    """``LOYALTY_TOPIC_MEMBER_COMMANDS``: internal; referral outcomes sent to a member's
-    partition, keyed by member_id."""
+    """``LOYALTY_TOPIC_MEMBER_COMMANDS``: internal; referral outcomes and redemption steps
+    sent to a member's partition, keyed by member_id."""
+    redemption_steps: str = "loyalty.redemption-steps"
+    """``LOYALTY_TOPIC_REDEMPTION_STEPS``: internal; replies of the member and stock
+    partitions to a redemption's coordinator, and misplaced redemption messages, keyed by
+    request_id."""
+    stock_commands: str = "loyalty.stock-commands"
+    """``LOYALTY_TOPIC_STOCK_COMMANDS``: internal; stock reservations and returns, keyed by
+    reward_id."""
 
 
 @dataclass(frozen=True)

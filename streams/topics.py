@@ -90,8 +90,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         names.daily,
         names.referrals,
         names.member_commands,
+        names.redemptions,
+        names.redemption_steps,
+        names.stock_commands,
         *changelogs,
     }
+    compacted = {*changelogs, names.catalog}
     wanted = [
         *changelogs,
         names.daily,
@@ -106,6 +110,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         names.notifications,
         names.deadletter,
         names.segments,
+        names.catalog,
+        names.redemptions,
+        names.redemption_steps,
+        names.stock_commands,
     ]
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
@@ -132,7 +140,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 replication_factor=settings.replication_factor,
                 topic_configs={
                     "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                    **({"cleanup.policy": "compact"} if name in changelogs else {}),
+                    **({"cleanup.policy": "compact"} if name in compacted else {}),
                 },
             )
             try:

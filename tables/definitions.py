@@ -34,6 +34,12 @@ class Tables:
     referral_code_to_member: TableT
     """Referral code -> member_id of its owner (b"" once the owner was erased). Keyed and
     partitioned by code, so a claim is answered by one partition."""
+    redemption_requests: TableT
+    """request_id -> encoded ``schemas.state.RedemptionRequest``: a redemption's saga, kept by
+    the partition of its request id (its coordinator)."""
+    reward_stock: TableT
+    """reward_id -> encoded ``schemas.state.RewardStock``: units reserved from a reward, by
+    the one partition that decides its stock."""
 
 
 ROCKSDB_OPTIONS = {
@@ -62,7 +68,13 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
     return table
 
 
-TABLE_NAMES = ("member_to_state", "erased_members", "referral_code_to_member")
+TABLE_NAMES = (
+    "member_to_state",
+    "erased_members",
+    "referral_code_to_member",
+    "redemption_requests",
+    "reward_stock",
+)
 """The tables' names, in the order of :class:`Tables`' fields."""
 
 
