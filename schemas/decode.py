@@ -14,9 +14,12 @@ import orjson
 
 from schemas.events import (
     MEMBER_EVENT_TYPES,
+    REDEMPTION_REQUEST,
+    REDEMPTION_TYPES,
     SALE,
     TRANSACTION_TYPES,
     MemberEvent,
+    RedemptionMessage,
     ReferralOutcome,
     Transaction,
 )
@@ -241,4 +244,37 @@ def decode_referral_outcome(value: bytes | None) -> ReferralOutcome:
         code=_text(obj, "code"),
         status=_text(obj, "status"),
         occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
+    )
+
+
+MAX_QUANTITY = 100
+
+
+def decode_redemption(value: bytes | None, max_bytes: int) -> RedemptionMessage:
+    """Decode and validate one redemption request, fulfilment or cancellation. Unknown
+    extra fields are ignored."""
+    obj = load_object(value, max_bytes)
+    kind = obj.get("type", REDEMPTION_REQUEST)
+    if kind not in REDEMPTION_TYPES:
+        raise InvalidEvent(
+            INVALID_VALUE, f"field 'type' must be one of {', '.join(REDEMPTION_TYPES)}"
+        )
+    request_id = _identifier(obj, "request_id")
+    station_id = _identifier(obj, "station_id")
+    occurred_at = parse_timestamp(_require(obj, "occurred_at"), "occurred_at")
+    if kind != REDEMPTION_REQUEST:
+        return RedemptionMessage(kind, request_id, station_id, occurred_at)  # type: ignore[arg-type]
+    quantity = _require(obj, "quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise InvalidEvent(INVALID_TYPE, "field 'quantity' must be a whole number")
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise InvalidEvent(OUT_OF_RANGE, f"field 'quantity' must be 1-{MAX_QUANTITY}")
+    return RedemptionMessage(
+        kind,
+        request_id,  # type: ignore[arg-type]
+        station_id,  # type: ignore[arg-type]
+        occurred_at,
+        member_id=_identifier(obj, "member_id"),
+        reward_id=_identifier(obj, "reward_id"),
+        quantity=quantity,
     )

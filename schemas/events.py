@@ -84,3 +84,24 @@ class ReferralOutcome:
     """``accepted``, ``self_referral``, ``unknown_referral_code`` or ``referrer_erased``."""
     occurred_at: datetime
     """Event time of the signup."""
+
+
+REDEMPTION_REQUEST = "request"
+FULFILLED = "fulfilled"
+CANCELLED = "cancelled"
+REDEMPTION_TYPES = (REDEMPTION_REQUEST, FULFILLED, CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionMessage:
+    """One message of topic ``loyalty.redemptions`` (key ``request_id``): a member asking
+    for a reward (``request``: member_id, reward_id and quantity are set), or the station
+    reporting it ``fulfilled`` or ``cancelled`` (they are None)."""
+
+    type: str
+    request_id: str
+    station_id: str
+    occurred_at: datetime
+    member_id: str | None = None
+    reward_id: str | None = None
+    quantity: int | None = None
