@@ -40,7 +40,7 @@ class PurePathResult:
 
 
 def _serialise(outputs: Outputs) -> int:
-    size = len(orjson.dumps(outputs.reward))
+    size = len(orjson.dumps(outputs.reward)) if outputs.reward is not None else 0
     for record in (*outputs.ledger, *outputs.notifications, *outputs.segments):
         size += len(orjson.dumps(record))
     return size
@@ -64,7 +64,7 @@ def run_pure_path(options: BenchOptions, program: Program, max_event_bytes: int)
         )
         states[key] = encode_state(state)
         reward = render_member_event(event, outcome.applied, state, program).reward
-        if reward.coupon_issued:
+        if reward is not None and reward.coupon_issued:
             coupons[event.member_id] = reward.coupon_issued["code"]
 
     generator = TransactionGenerator(members, coupons, "p", options.seed, mix)

@@ -20,6 +20,7 @@ from schemas.events import (
     TRANSACTION_TYPES,
     MemberEvent,
     RedemptionMessage,
+    RedemptionStep,
     ReferralOutcome,
     Transaction,
 )
@@ -234,9 +235,25 @@ def decode_daily_command(value: bytes | None) -> date:
         raise InvalidEvent(INVALID_VALUE, f"field 'date' is not YYYY-MM-DD: {raw!r}") from None
 
 
-def decode_referral_outcome(value: bytes | None) -> ReferralOutcome:
-    """An internal referral outcome command (written by the engine itself)."""
-    obj = load_object(value, 4096)
+def decode_member_command(value: bytes | None) -> ReferralOutcome | RedemptionStep:
+    """An internal command for a member's partition (written by the engine itself): a
+    referral outcome, or a redemption step."""
+    obj = load_object(value, 16384)
+    if "redemption" in obj:
+        return RedemptionStep(
+            step=obj["redemption"],
+            request_id=obj["request_id"],
+            member_id=obj["member_id"],
+            reward_id=obj["reward_id"],
+            quantity=obj["quantity"],
+            points=obj["points"],
+            station_id=obj["station_id"],
+            requested_at=obj["requested_at"],
+            occurred_at=parse_timestamp(obj["occurred_at"], "occurred_at"),
+            reason=obj.get("reason"),
+            per_member_limit=obj.get("per_member_limit"),
+            reward_name=obj.get("reward_name"),
+        )
     return ReferralOutcome(
         member_id=_identifier(obj, "member_id"),  # type: ignore[arg-type]
         role=_text(obj, "role"),

@@ -105,3 +105,26 @@ class RedemptionMessage:
     member_id: str | None = None
     reward_id: str | None = None
     quantity: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedemptionStep:
+    """Internal command (topic ``loyalty.member-commands``): one step of a redemption for
+    the member's partition, sent by the redemption's coordinator (``streams.redemptions``)."""
+
+    step: str
+    """``hold``, ``confirm``, ``reject``, ``fulfilled`` or ``cancel``."""
+    request_id: str
+    member_id: str
+    reward_id: str
+    quantity: int
+    points: int
+    station_id: str
+    requested_at: str
+    occurred_at: datetime
+    """Event time of the message that caused this step."""
+    reason: str | None = None
+    """Why the coordinator rejects it (``reject``)."""
+    per_member_limit: int | None = None
+    reward_name: dict[str, str] | None = None
+    """The reward's display name by locale, for the member's notification."""

@@ -19,6 +19,8 @@ MISSION_BONUS = "mission_bonus"
 BIRTHDAY_BONUS = "birthday_bonus"
 EXPIRY = "expiry"
 REFERRAL_BONUS = "referral_bonus"
+REDEMPTION = "redemption"
+REDEMPTION_REFUND = "redemption_refund"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,11 @@ class RewardEvent:
     referral: dict[str, Any] | None = None
     """A referral's outcome for this member: ``code``, ``status`` (``accepted``,
     ``self_referral``, ``unknown_referral_code``, ``referrer_erased``), ``role``."""
+    redemption: dict[str, Any] | None = None
+    """A redemption step's outcome: ``request_id``, ``reward_id``, ``quantity``, ``points``,
+    ``status`` (``confirmed``, ``rejected``, ``fulfilled``, ``cancelled``) and ``reason``
+    (``insufficient_points``, ``out_of_stock``, ``unknown_reward``, ``inactive_reward``,
+    ``limit_reached``) when rejected."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import SALE, MemberEvent, ReferralOutcome, Transaction
+from schemas.events import SALE, MemberEvent, RedemptionStep, ReferralOutcome, Transaction
 from schemas.outputs import (
     BIRTHDAY_BONUS,
     EXPIRY,
@@ -25,8 +25,10 @@ from schemas.outputs import (
     SegmentChange,
 )
 from schemas.state import AppliedEvent, Coupon, MemberState
+from streams import redemptions as saga_steps
 from streams.ids import derive_id
 from streams.program import Program
+from streams.redemptions import Step
 from streams.rules import fuel_points, tier_named
 
 TRANSACTION_SOURCE = "transaction"
@@ -45,16 +47,28 @@ DAILY_SOURCE = "daily"
 REFERRAL_SOURCE = "referral"
 REFERRAL_BONUS_KIND = "referral_bonus"
 WIN_BACK = "win_back"
+REDEMPTION_SOURCE = "redemption"
+REDEMPTION_CONFIRMED = "redemption_confirmed"
+REDEMPTION_REJECTED = "redemption_rejected"
+REDEMPTION_CANCELLED = "redemption_cancelled"
+_REDEMPTION_NOTICES = {
+    saga_steps.CONFIRMED: REDEMPTION_CONFIRMED,
+    saga_steps.REJECTED: REDEMPTION_REJECTED,
+    "cancelled": REDEMPTION_CANCELLED,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Outputs:
     ledger: list[LedgerEntry]
-    reward: RewardEvent
+    reward: RewardEvent | None
+    """None for a step with nothing to report (a redemption's points set aside)."""
     notifications: list[Notification]
     referral_ops: list[dict[str, Any]] = field(default_factory=list)
     """Messages for the referral-code registry (topic ``loyalty.referrals``, key ``code``)."""
     segments: list[SegmentChange] = field(default_factory=list)
+    saga: list[Step] = field(default_factory=list)
+    """Messages of the redemption saga (``streams.redemptions``)."""
 
 
 def referral_ops(
@@ -253,6 +267,65 @@ def render_referral(
         REFERRAL_SOURCE, source_id, outcome.member_id, occurred_at, applied, program, scope
     )
     return Outputs(ledger, reward, notifications, segments=segments)
+
+
+def render_redemption(
+    step: RedemptionStep, applied: AppliedEvent, state: MemberState, program: Program
+) -> Outputs:
+    """Ledger entry, reward event, notification and saga reply of one redemption step at
+    the member's partition. Points set aside (``hold`` accepted) only reply."""
+    redemption = applied.details.get("redemption")
+    replies = []
+    if step.step == saga_steps.HOLD and redemption is not None:
+        refused = redemption["status"] == saga_steps.REJECTED
+        outcome = saga_steps.REFUSED if refused else saga_steps.HELD
+        at = step.occurred_at.isoformat()
+        replies.append(saga_steps.reply(step.request_id, outcome, at, redemption["reason"]))
+        if not refused:
+            return Outputs([], None, [], saga=replies)
+    if redemption is None or applied.details.get("unchanged"):
+        return Outputs([], None, [], saga=replies)  # a step that found nothing to change
+    scope = (step.step,)
+    occurred_at = step.occurred_at.isoformat()
+    shown = {key: redemption[key] for key in redemption if key != "step"}
+    reward = _reward(
+        REDEMPTION_SOURCE,
+        step.request_id,
+        step.member_id,
+        REDEMPTION_SOURCE,
+        occurred_at,
+        applied,
+        program,
+        scope,
+        station_id=step.station_id,
+        redemption=shown,
+    )
+    ledger = _ledger(
+        REDEMPTION_SOURCE, step.request_id, step.member_id, applied, program, occurred_at, scope
+    )
+    messages: list[tuple[str, dict[str, Any]]] = []
+    kind = _REDEMPTION_NOTICES.get(redemption["status"])
+    if kind is not None:
+        names = step.reward_name or {}
+        locale = state.profile.locale or program.default_locale
+        name = names.get(locale) or names.get(locale.split("-")[0]) or names.get("en")
+        data = {
+            **shown,
+            "reward": name or redemption["reward_id"],
+            "balance": applied.balance_after,
+        }
+        messages.append((kind, data))
+    notifications = _notifications(
+        REDEMPTION_SOURCE,
+        step.request_id,
+        occurred_at,
+        messages,
+        state,
+        program,
+        step.member_id,
+        scope,
+    )
+    return Outputs(ledger, reward, notifications, saga=replies)
 
 
 def render_daily(

@@ -16,6 +16,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.partitioning import owner_partition
+from streams.redemptions import COORDINATOR, MEMBER, STOCK, Step
 from streams.settings import Settings
 from tables.definitions import TABLE_NAMES, changelog_topic_name
 
@@ -36,6 +38,8 @@ class Topics:
     daily: TopicT
     referrals: TopicT
     member_commands: TopicT
+    redemption_inputs: TopicT
+    """Everything the redemption agent reads: station messages, saga replies, stock steps."""
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -65,6 +69,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         daily=raw(names.daily),
         referrals=raw(names.referrals),
         member_commands=raw(names.member_commands),
+        redemption_inputs=raw(names.redemptions, names.redemption_steps, names.stock_commands),
     )
 
 
@@ -170,3 +175,17 @@ def send_daily_commands(settings: Settings, day: date) -> int:
     finally:
         producer.close()
     return settings.partitions
+
+
+def saga_message(settings: Settings, step: Step) -> tuple[str, bytes, bytes, int]:
+    """(topic, key, value, partition) of a redemption saga message: to the member's, the
+    request's or the reward's partition (``streams.redemptions``)."""
+    destination, key, value = step
+    names = settings.topics
+    topic = {
+        MEMBER: names.member_commands,
+        COORDINATOR: names.redemption_steps,
+        STOCK: names.stock_commands,
+    }[destination]
+    encoded = key.encode()
+    return topic, encoded, orjson.dumps(value), owner_partition(encoded, settings.partitions)

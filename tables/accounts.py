@@ -17,13 +17,16 @@ from zoneinfo import ZoneInfo
 
 from schemas.events import (
     ACCEPTED,
+    CANCELLED,
     CONSENTS_CHANGED,
+    FULFILLED,
     NEWSLETTER_SUBSCRIBED,
     PROFILE_UPDATED,
     REFERRER,
     SALE,
     SIGNUP,
     MemberEvent,
+    RedemptionStep,
     ReferralOutcome,
     Transaction,
 )
@@ -33,13 +36,16 @@ from schemas.outputs import (
     EXPIRY,
     FUEL_POINTS,
     MISSION_BONUS,
+    REDEMPTION,
+    REDEMPTION_REFUND,
     REFERRAL_BONUS,
     REFUND_REVERSAL,
     WELCOME_BONUS,
     LedgerEntry,
 )
-from schemas.state import AppliedEvent, Coupon, MemberState, Profile, Stats
+from schemas.state import AppliedEvent, Coupon, MemberState, Profile, Redemption, Stats
 from streams import codes
+from streams import redemptions as saga
 from streams.program import Program
 from streams.rules import (
     earned_in_window,
@@ -520,6 +526,135 @@ def apply_referral_outcome(
     )
     new_state = replace(state, member_events=state.member_events.with_event(key, applied))
     return new_state, Outcome(applied=applied, duplicate=False)
+
+
+MAX_REDEMPTIONS = 50
+"""Redemption records kept per member beyond the pending and granted ones: rejected and
+cancelled ones are let go oldest first (the coordinator keeps every request's outcome)."""
+_COUNTED = (saga.HELD, *saga.GRANTED)
+"""Statuses that count towards a reward's per-member limit."""
+
+
+def held_points(state: MemberState) -> int:
+    """Points set aside for redemptions waiting for their stock."""
+    return sum(r.points for r in state.redemptions.values() if r.status == saga.HELD)
+
+
+def apply_redemption_step(
+    state: MemberState, step: RedemptionStep, program: Program, processed_ms: int
+) -> tuple[MemberState, Outcome]:
+    """One step of a redemption at the member's partition (``streams.redemptions``):
+
+    - ``hold``: set the points aside if the available balance (balance less held points)
+      covers them and the reward's per-member limit allows; else reject;
+    - ``confirm``: debit the held points (ledger ``redemption``);
+    - ``reject``: release them (the coordinator found no stock, or no such reward);
+    - ``fulfilled``: the station delivered;
+    - ``cancel``: credit the points back (ledger ``redemption_refund``).
+
+    Idempotent by (request, step): a repeated step returns the stored outcome."""
+    key = f"redemption:{step.request_id}:{step.step}"
+    previous = state.member_events.get(key)
+    if previous is not None:
+        return state, Outcome(applied=previous, duplicate=True)
+    occurred_s = int(step.occurred_at.timestamp())
+    at = step.occurred_at.isoformat()
+    record = state.redemptions.get(step.request_id)
+    entries: tuple[tuple[str, int], ...] = ()
+    balance, held_lots = state.balance, state.lots
+    changed = True
+    if step.step == saga.HOLD and record is None:
+        reason = _hold_refusal(state, step)
+        status = saga.HELD if reason is None else saga.REJECTED
+        record = Redemption(
+            step.reward_id,
+            step.quantity,
+            step.points,
+            status,
+            reason,
+            step.station_id,
+            step.requested_at,
+            at,
+        )
+    elif step.step == saga.CONFIRM and record is not None and record.status == saga.HELD:
+        entries = ((REDEMPTION, -record.points),)
+        balance -= record.points
+        held_lots = lots.debit(state.lots, record.points)
+        record = replace(record, status=saga.CONFIRMED, updated_at=at)
+    elif step.step == saga.REJECT and (record is None or record.status == saga.HELD):
+        record = Redemption(
+            step.reward_id,
+            step.quantity,
+            step.points,
+            saga.REJECTED,
+            step.reason,
+            step.station_id,
+            step.requested_at,
+            at,
+        )
+    elif step.step == FULFILLED and record is not None and record.status == saga.CONFIRMED:
+        record = replace(record, status=FULFILLED, updated_at=at)
+    elif step.step == saga.CANCEL and record is not None and record.status in saga.GRANTED:
+        entries = ((REDEMPTION_REFUND, record.points),)
+        balance += record.points
+        held_lots = lots.credit(state.lots, day_of(occurred_s, program), record.points)
+        record = replace(record, status=CANCELLED, updated_at=at)
+    else:
+        changed = False  # nothing to do at this status (the coordinator re-sent a step)
+    details: dict[str, Any] = {}
+    if record is not None:
+        details["redemption"] = {
+            "request_id": step.request_id,
+            "reward_id": record.reward_id,
+            "quantity": record.quantity,
+            "points": record.points,
+            "status": record.status,
+            "reason": record.reason,
+            "step": step.step,
+        }
+    if record is not None and changed:
+        records = _bounded_redemptions({**state.redemptions, step.request_id: record})
+        state = replace(state, redemptions=records, balance=balance, lots=held_lots)
+    elif record is not None:
+        details["unchanged"] = True
+    applied = AppliedEvent(
+        occurred_s=occurred_s,
+        processed_ms=processed_ms,
+        balance_after=state.balance,
+        liters=Decimal(0),
+        entries=entries,
+        details=details,
+    )
+    keep_from_s = occurred_s - program.refund_window_days * _DAY_S
+    member_events = state.member_events.since(keep_from_s).with_event(key, applied)
+    return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
+
+
+def _hold_refusal(state: MemberState, step: RedemptionStep) -> str | None:
+    if step.per_member_limit is not None:
+        granted = sum(
+            r.quantity
+            for r in state.redemptions.values()
+            if r.reward_id == step.reward_id and r.status in _COUNTED
+        )
+        if granted + step.quantity > step.per_member_limit:
+            return saga.LIMIT_REACHED
+    if state.balance - held_points(state) < step.points:
+        return saga.INSUFFICIENT_POINTS
+    return None
+
+
+def _bounded_redemptions(records: dict[str, Redemption]) -> dict[str, Redemption]:
+    excess = len(records) - MAX_REDEMPTIONS
+    if excess <= 0:
+        return records
+    kept = {}
+    for request_id, record in records.items():
+        if excess > 0 and record.status in (saga.REJECTED, CANCELLED):
+            excess -= 1
+            continue
+        kept[request_id] = record
+    return kept
 
 
 def remember_ledger(state: MemberState, entries: Sequence[LedgerEntry]) -> MemberState:

@@ -1,0 +1,165 @@
+"""Batched commits shared by the agents that keep their own tables.
+
+A batch's state changes are produced to the tables' changelogs and acknowledged, then
+written to the local RocksDB with their changelog offsets, and only then are its outputs
+produced; the batch's input events are acknowledged to Faust once the outputs are. So
+every output stands for a state change already durable in the changelog, and after a crash
+the replayed input finds either the old state (nothing of it was emitted) or the new one,
+and re-emits the same outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.types import EventT, TableT
+
+from agents import metrics
+from schemas.state import MemberState, encode_state
+from tables.definitions import changelog_topic_name, write_local
+
+Record = tuple[str, bytes | None, bytes, int | None]
+"""A message to produce: topic, key, value, partition (None: by key)."""
+
+
+class Batch:
+    """What a batch of input messages changes and emits, held until it is committed."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, MemberState] = {}
+        """Members read or changed in this batch, by member key."""
+        self.changes: dict[tuple[str, int], dict[bytes, MemberState | bytes | None]] = {}
+        """New values by (table name, partition) and key; None deletes."""
+        self.unordered: list[Record] = []
+        """Forwards and dead letters: sent with the changelog records."""
+        self.outputs: list[Record] = []
+        """Sent once the state changes are acknowledged."""
+        self.counts: Counter[tuple[str, str]] = Counter()
+        """Input events by (topic, outcome)."""
+        self.ledger: Counter[str] = Counter()
+        self.points: Counter[str] = Counter()
+        self.enrolled = 0
+
+    def change(self, table: str, partition: int, key: bytes, value: Any) -> None:
+        self.changes.setdefault((table, partition), {})[key] = value
+
+
+class Committer:
+    """Commits batches of changes to a set of raw tables (see the module docstring)."""
+
+    def __init__(self, app_id: str, tables: dict[str, TableT]) -> None:
+        self.app_id = app_id
+        self.tables = tables
+        """By table name."""
+        self.producer: Any = None
+        """Faust's Kafka producer, bound when the agent starts."""
+
+    async def commit_all(self, batch: Batch) -> None:
+        """Commit and wait for the outputs too."""
+        for ack in await self.commit(batch):
+            await ack
+
+    async def commit(self, batch: Batch) -> list[Awaitable[Any]]:
+        """Changelog first, acknowledged; then the local state; then the outputs, whose
+        acknowledgements are returned."""
+        send = self.producer.send
+        written = []
+        for (table, partition), changes in batch.changes.items():
+            topic = changelog_topic_name(self.app_id, table)
+            encoded = {
+                key: encode_state(value) if isinstance(value, MemberState) else value
+                for key, value in changes.items()
+            }
+            acks = [
+                await send(topic, key, value, partition, None, None)
+                for key, value in encoded.items()
+            ]
+            written.append((table, partition, encoded, acks))
+        unordered = [await send(*record, None, None) for record in batch.unordered]
+        for table, partition, encoded, acks in written:
+            offset = max([(await ack).offset for ack in acks])
+            write_local(self.tables[table], partition, encoded, offset)
+        outputs = [await send(*record, None, None) for record in batch.outputs]
+        _count(batch)
+        return unordered + outputs
+
+
+def _count(batch: Batch) -> None:
+    for (topic, outcome), count in batch.counts.items():
+        metrics.EVENTS.labels(topic, outcome).inc(count)
+    for reason, count in batch.ledger.items():
+        metrics.LEDGER_ENTRIES.labels(reason).inc(count)
+        metrics.POINTS.labels(reason).inc(batch.points[reason])
+    if batch.enrolled:
+        metrics.MEMBERS_ENROLLED.inc(batch.enrolled)
+
+
+class Batcher:
+    """Natural batching: the messages that arrive while a batch is being committed form the
+    next one, so batches are small (low latency) under light traffic and grow under load,
+    with no timer. Events are acknowledged to Faust only once their batch is committed."""
+
+    def __init__(
+        self,
+        process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
+        max_size: int,
+        on_failure: Callable[[BaseException], Awaitable[Any]],
+    ) -> None:
+        self.process = process
+        self.max_size = max_size
+        self.on_failure = on_failure
+        """Called with the error that stopped the committer (the worker crashes on it: its
+        uncommitted input is processed again after a restart)."""
+        self.pending: list[EventT] = []
+        self.wakeup = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.task: asyncio.Task[None] | None = None
+
+    async def add(self, event: EventT) -> None:
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+        if self.task.done():
+            self.task.result()  # the committer failed: fail the agent with its error
+        self.pending.append(event)
+        self.wakeup.set()
+        if len(self.pending) >= self.max_size:  # back-pressure on Faust's stream
+            self.room.clear()
+            await self.room.wait()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                # A batch's outputs are acknowledged while the next batch is processed;
+                # its events are acknowledged to Faust after that.
+                unfinished: tuple[list[EventT], list[Awaitable[Any]]] | None = None
+                while self.pending:
+                    events, self.pending = self.pending, []
+                    self.room.set()
+                    output_acks = await self.process([event.message for event in events])
+                    if unfinished is not None:
+                        await _finish(*unfinished)
+                    unfinished = events, output_acks
+                if unfinished is not None:
+                    await _finish(*unfinished)
+        except Exception as error:
+            await self.on_failure(error)
+            raise
+        finally:
+            self.room.set()  # never leave the stream waiting on a dead committer
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def _finish(events: list[EventT], output_acks: list[Awaitable[Any]]) -> None:
+    for ack in output_acks:
+        await ack
+    for event in events:
+        event.ack()

@@ -1,0 +1,189 @@
+"""The redemption agent: a redemption's coordinator and the stock of the rewards.
+
+It reads three co-partitioned topics: ``loyalty.redemptions`` (requests, fulfilments and
+cancellations from stations, key request_id), ``loyalty.redemption-steps`` (the replies of
+the member's and the reward's partitions, and misplaced station messages forwarded to
+their request's partition, key request_id) and ``loyalty.stock-commands`` (reservations
+and returns, key reward_id). It keeps the ``redemption_requests`` and ``reward_stock``
+tables and commits its batches like the account agent (``agents.batching``): a step's
+state change is in the changelog before the step messages it sends. The transitions are
+the pure functions of ``streams.redemptions``; the catalog comes from the worker's
+catalog view.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.streams import Stream
+
+from agents import metrics
+from agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
+from agents.batching import Batch, Batcher, Committer
+from agents.deadletters import dead_letter
+from schemas.decode import InvalidEvent, decode_redemption, load_object
+from schemas.events import REDEMPTION_REQUEST
+from schemas.state import (
+    RedemptionRequest,
+    RewardStock,
+    decode_request,
+    decode_stock,
+    encode_request,
+    encode_stock,
+)
+from streams import redemptions as saga
+from streams.partitioning import owner_partition
+from streams.settings import Settings
+from streams.topics import Topics, saga_message
+from tables.definitions import Tables, read
+
+
+class RedemptionProcessor:
+    """Everything the agent does to a batch of messages; the agent only iterates."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        tables: Tables,
+        catalog: saga.Catalog,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.clock = clock
+        self.requests = tables.redemption_requests
+        self.stock = tables.reward_stock
+        self.committer = Committer(
+            settings.app_id, {table.name: table for table in (self.requests, self.stock)}
+        )
+        self.names = settings.topics
+        self.topics = topics
+
+    async def process(self, messages: Sequence[Any]) -> list[Awaitable[Any]]:
+        """Handle a batch of Faust messages, in order, and commit it; returns the
+        acknowledgements of its outputs, still to be awaited."""
+        started = time.perf_counter()
+        now_ms = self.clock()
+        batch = Batch()
+        pending: dict[tuple[str, bytes], Any] = {}
+        """This batch's new values, by (table, key): read before the stored ones."""
+        for message in messages:
+            try:
+                self._handle(message, batch, pending)
+            except (InvalidEvent, saga.RejectedStationMessage) as error:
+                self._reject(batch, message, error.reason, error.message, now_ms)
+            except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
+                text = f"{type(error).__name__}: {error}"
+                self._reject(batch, message, PROCESSING_ERROR, text, now_ms)
+        output_acks = await self.committer.commit(batch)
+        metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
+        return output_acks
+
+    def _handle(self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]) -> None:
+        if message.topic == self.names.stock_commands:
+            step = load_object(message.value, 16384)
+            key = step["reward_id"].encode()
+            stock = self._read(pending, self.stock, message.partition, key, decode_stock)
+            new_stock, steps = saga.apply_stock_step(
+                stock or RewardStock(), step, self.catalog.get(step["reward_id"])
+            )
+            if new_stock != stock:
+                self._write(batch, pending, self.stock, message.partition, key, new_stock)
+            self._send(batch, message.topic, steps)
+            return
+        if message.topic == self.names.redemption_steps:
+            value = load_object(message.value, self.settings.max_event_bytes)
+            if "step" in value:
+                self._reply(message, value, batch, pending)
+                return
+        self._station_message(message, batch, pending)
+
+    def _station_message(
+        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]
+    ) -> None:
+        redemption = decode_redemption(message.value, self.settings.max_event_bytes)
+        key = redemption.request_id.encode()
+        owner = owner_partition(key, self.settings.partitions)
+        if message.partition != owner:  # forwarded to its request's partition, unchanged
+            batch.unordered.append((self.names.redemption_steps, key, message.value, owner))
+            batch.counts[message.topic, "rerouted"] += 1
+            return
+        request = self._read(pending, self.requests, message.partition, key, decode_request)
+        if redemption.type == REDEMPTION_REQUEST:
+            new, steps = saga.coordinate_request(request, redemption, self.catalog)
+        else:
+            new, steps = saga.coordinate_station(request, redemption, self.catalog)
+        if new != request:
+            self._write(batch, pending, self.requests, message.partition, key, new)
+        self._send(batch, message.topic, steps)
+
+    def _reply(
+        self,
+        message: Any,
+        step: dict[str, Any],
+        batch: Batch,
+        pending: dict[tuple[str, bytes], Any],
+    ) -> None:
+        key = step["request_id"].encode()
+        request = self._read(pending, self.requests, message.partition, key, decode_request)
+        if request is None:
+            raise saga.RejectedStationMessage(
+                saga.UNKNOWN_REQUEST, f"a reply for unknown request {step['request_id']!r}"
+            )
+        new, steps = saga.coordinate_reply(request, step["request_id"], step, self.catalog)
+        if new != request:
+            self._write(batch, pending, self.requests, message.partition, key, new)
+        self._send(batch, message.topic, steps)
+
+    @staticmethod
+    def _read(
+        pending: dict[tuple[str, bytes], Any], table: Any, partition: int, key: bytes, decode: Any
+    ) -> Any:
+        if (table.name, key) in pending:
+            return pending[table.name, key]
+        value = read(table, partition, key)
+        return None if value is None else decode(value)
+
+    @staticmethod
+    def _write(
+        batch: Batch,
+        pending: dict[tuple[str, bytes], Any],
+        table: Any,
+        partition: int,
+        key: bytes,
+        value: RedemptionRequest | RewardStock,
+    ) -> None:
+        pending[table.name, key] = value
+        if isinstance(value, RedemptionRequest):
+            batch.change(table.name, partition, key, encode_request(value))
+        else:
+            batch.change(table.name, partition, key, encode_stock(value))
+
+    def _send(self, batch: Batch, topic: str, steps: list[saga.Step]) -> None:
+        batch.counts[topic, "processed"] += 1
+        batch.outputs.extend(saga_message(self.settings, step) for step in steps)
+
+    def _reject(self, batch: Batch, message: Any, reason: str, text: str, now_ms: int) -> None:
+        record = orjson.dumps(dead_letter(message, reason, text, now_ms))
+        batch.unordered.append((self.names.deadletter, message.key, record, None))
+        batch.counts[message.topic, "deadlettered"] += 1
+        metrics.DEADLETTERS.labels(reason).inc()
+
+
+def register(app: faust.App, processor: RedemptionProcessor) -> None:
+    """Attach the redemption agent to ``app``."""
+
+    @app.agent(processor.topics.redemption_inputs, name="loyalty.process_redemptions")
+    async def process_redemptions(stream: faust.StreamT) -> None:
+        processor.committer.producer = app.producer
+        batcher = Batcher(processor.process, processor.settings.batch_max, app.crash)
+        try:
+            async for event in cast(Stream, stream).noack().events():
+                await batcher.add(event)
+        finally:
+            batcher.stop()
