@@ -28,16 +28,32 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+import schemas.outputs
+import streams.rewards
 import tables.accounts
 from agents.accounts import PROCESSING_ERROR
 from agents.deadletters import dead_letter
+from agents.referrals import claim_status
 from schemas import decode
 from schemas.decode import InvalidEvent, decode_member_event, decode_transaction
-from schemas.events import MEMBER_EVENT_TYPES, TRANSACTION_TYPES, MemberEvent, Transaction
+from schemas.events import (
+    ACCEPTED,
+    MEMBER_EVENT_TYPES,
+    REFEREE,
+    REFERRER,
+    TRANSACTION_TYPES,
+    UNKNOWN_REFERRAL_CODE,
+    MemberEvent,
+    ReferralOutcome,
+    Transaction,
+)
 from schemas.outputs import (
+    BIRTHDAY_BONUS,
     COUPON_BONUS,
+    EXPIRY,
     FUEL_POINTS,
     MISSION_BONUS,
+    REFERRAL_BONUS,
     REFUND_REVERSAL,
     WELCOME_BONUS,
 )
@@ -45,22 +61,33 @@ from schemas.state import MemberState
 from streams import codes
 from streams.program import load_program
 from streams.rewards import (
+    BIRTHDAY,
     COUPON_ISSUED,
     DAILY_SOURCE,
     MISSION_COMPLETED,
     POINTS_EARNED,
+    POINTS_EXPIRED,
+    POINTS_EXPIRING,
     POINTS_REVERSED,
+    REFERRAL_BONUS_KIND,
+    REFERRAL_SOURCE,
     TIER_CHANGED,
     WELCOME,
     WIN_BACK,
     Outputs,
     render_daily,
     render_member_event,
+    render_referral,
     render_transaction,
 )
 from streams.segments import ENTERED, LEFT
 from tables import coupons as wallet
-from tables.accounts import apply_daily, apply_member_event, apply_transaction
+from tables.accounts import (
+    apply_daily,
+    apply_member_event,
+    apply_referral_outcome,
+    apply_transaction,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "schemas" / "json"
@@ -655,8 +682,9 @@ SCENARIO: list[tuple[str, dict[str, Any]]] = [
     ),
 ]
 
-KNOWN_LEDGER_REASONS = {FUEL_POINTS, WELCOME_BONUS, COUPON_BONUS, MISSION_BONUS, REFUND_REVERSAL}
-KNOWN_NOTIFICATION_KINDS = {
+SCENARIO_LEDGER_REASONS = {FUEL_POINTS, WELCOME_BONUS, COUPON_BONUS, MISSION_BONUS, REFUND_REVERSAL}
+"""The ledger reasons of sales and refunds: those SCENARIO exercises."""
+SCENARIO_NOTIFICATION_KINDS = {
     WELCOME,
     POINTS_EARNED,
     POINTS_REVERSED,
@@ -664,6 +692,19 @@ KNOWN_NOTIFICATION_KINDS = {
     TIER_CHANGED,
     MISSION_COMPLETED,
 }
+"""The notification kinds of sales, refunds and member events: those SCENARIO exercises."""
+KNOWN_LEDGER_REASONS = SCENARIO_LEDGER_REASONS | {BIRTHDAY_BONUS, EXPIRY, REFERRAL_BONUS}
+"""Every ledger reason the engine emits (checked against tables/accounts.py below)."""
+KNOWN_NOTIFICATION_KINDS = SCENARIO_NOTIFICATION_KINDS | {
+    WIN_BACK,
+    BIRTHDAY,
+    POINTS_EXPIRING,
+    POINTS_EXPIRED,
+    REFERRAL_BONUS_KIND,
+}
+"""Every notification kind the engine emits (checked against streams/rewards.py below)."""
+KNOWN_SOURCE_TYPES = {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES, DAILY_SOURCE, REFERRAL_SOURCE}
+"""Every reward ``source_type`` the engine emits (checked against streams/rewards.py below)."""
 KNOWN_COUPON_STATUSES = {
     wallet.REDEEMED,
     wallet.UNKNOWN_COUPON,
@@ -712,9 +753,9 @@ def test_rendered_outputs_validate_against_their_schemas():
     notifications = [n for outputs in rendered for n in outputs["notifications"]]
     # Non-vacuous: every known reason, kind and reward shape was exercised.
     assert {e["reason"] for outputs in rendered for e in outputs["ledger"]} == (
-        KNOWN_LEDGER_REASONS
+        SCENARIO_LEDGER_REASONS
     )
-    assert {n["kind"] for n in notifications} == KNOWN_NOTIFICATION_KINDS
+    assert {n["kind"] for n in notifications} == SCENARIO_NOTIFICATION_KINDS
     assert [r["source_type"] for r in rewards] == [
         "signup",
         "newsletter_subscribed",
@@ -806,7 +847,7 @@ COMEBACK_ID = "pos-0042-20260208-000415"
 
 
 def _daily_jobs(
-    state: MemberState, first: date, last: date
+    state: MemberState, first: date, last: date, member_id: str = MEMBER
 ) -> tuple[MemberState, list[tuple[date, dict[str, Any]]]]:
     """The daily jobs of ``first`` to ``last``, each started at 00:05 (program time zone) as
     the crontab starts them; the state and the validated outputs of each job that did
@@ -815,11 +856,10 @@ def _daily_jobs(
     day = first
     while day <= last:
         started_ms = int(datetime.combine(day, time(0, 5), ZONE).timestamp()) * 1000
-        state, outcome = apply_daily(state, day, PROGRAM, started_ms, MEMBER)
+        state, outcome = apply_daily(state, day, PROGRAM, started_ms, member_id)
         if outcome is not None:
-            jobs.append(
-                (day, _validated(render_daily(MEMBER, day, outcome.applied, state, PROGRAM)))
-            )
+            outputs = render_daily(member_id, day, outcome.applied, state, PROGRAM)
+            jobs.append((day, _validated(outputs)))
         day += timedelta(days=1)
     return state, jobs
 
@@ -957,30 +997,328 @@ def test_win_back_notification_and_daily_reward_validate_against_their_schemas()
     )
 
 
-def test_the_new_examples_are_records_the_engine_rendered():
-    """Segment events, the win_back notification and the daily reward in the schemas'
-    examples are outputs of the scenario above, byte for byte."""
-    everything = _lapse_and_come_back().everything()
+# --- 3c. Birthdays, expiry and referrals: a referrer's first year --------------------------
+
+REFERRER_MEMBER = "M-100871"
+"""Signs up on 10 January 2025 (born 12 January, Spanish, marketing consent) and fills 425 L
+an hour later: 850 fuel points + 100 welcome = 950, bronze; never fills again."""
+REFEREE_MEMBER = "M-100990"
+"""Signs up on 11 January 2025 with the referrer's code."""
+STRANGER_MEMBER = "M-100991"
+"""Signs up on 11 January 2025 with a code nobody owns."""
+REFERRAL_SIGNUP_ID = "app-20250111-000042"
+FIRST_DAY = date(2025, 1, 11)
+"""The referrer's first daily job (00:05, before the referral)."""
+LAST_DAY = date(2026, 1, 10)
+"""365 days after the fill: its 950 points expire."""
+
+
+def _signup(
+    member_id: str, event_id: str, occurred_at: str, processed_ms: int, **fields: Any
+) -> tuple[MemberState, Outputs]:
+    payload = member_event(
+        event_id=event_id, member_id=member_id, occurred_at=occurred_at, **fields
+    )
+    event = decode_member_event(orjson.dumps(payload), MAX_BYTES)
+    state, outcome = apply_member_event(MemberState(), event, PROGRAM, processed_ms)
+    return state, render_member_event(event, outcome.applied, state, PROGRAM)
+
+
+def _settle(
+    state: MemberState,
+    claim: dict[str, Any],
+    owner: str | None,
+    side: tuple[str, str],
+    processed_ms: int,
+) -> tuple[MemberState, dict[str, Any]]:
+    """One side (member id, role) of a claimed referral code: the referral agent's verdict
+    (``claim_status``) applied on that member's partition; its validated outputs."""
+    member_id, role = side
+    outcome = ReferralOutcome(
+        member_id=member_id,
+        role=role,
+        signup_event_id=claim["signup_event_id"],
+        code=claim["code"],
+        status=claim_status(None if owner is None else owner.encode(), claim["member_id"].encode()),
+        occurred_at=datetime.fromisoformat(claim["occurred_at"]),
+    )
+    state, applied = apply_referral_outcome(state, outcome, PROGRAM, processed_ms)
+    return state, _validated(render_referral(outcome, applied.applied, state, PROGRAM))
+
+
+def _claim(outputs: Outputs) -> dict[str, Any]:
+    [claim] = [op for op in outputs.referral_ops if op["op"] == "claim"]
+    return claim
+
+
+@dataclass(frozen=True)
+class FirstYear:
+    """Validated outputs: the referrer's and the referee's signups, the three referral
+    outcomes (both sides of the accepted code, the stranger's refused one) and the
+    referrer's daily jobs from FIRST_DAY to LAST_DAY that did something."""
+
+    referrer_signup: dict[str, Any]
+    referee_signup: dict[str, Any]
+    referrer: dict[str, Any]
+    referee: dict[str, Any]
+    refused: dict[str, Any]
+    jobs: list[tuple[date, dict[str, Any]]]
+
+    def referrals(self) -> list[dict[str, Any]]:
+        return [self.referrer, self.referee, self.refused]
+
+    def everything(self) -> list[dict[str, Any]]:
+        return [*self.referrals(), *(outputs for _, outputs in self.jobs)]
+
+
+def _first_year() -> FirstYear:
+    referrer, signed_up = _signup(
+        REFERRER_MEMBER,
+        "crm-20250110-000088",
+        "2025-01-10T08:00:00+01:00",
+        1_736_492_400_311,
+        birth_date="1990-01-12",
+        locale="es",
+        consents={"marketing": True},
+    )
+    payload = sale(
+        transaction_id="pos-0017-20250110-000412",
+        member_id=REFERRER_MEMBER,
+        station_id="ST-0017",
+        occurred_at="2025-01-10T09:00:00+01:00",
+        liters=425,
+        amount=680,
+    )
+    fill = decode_transaction(orjson.dumps(payload), MAX_BYTES)
+    referrer, _ = apply_transaction(referrer, fill, PROGRAM, 1_736_496_000_204)
+    assert (referrer.balance, referrer.tier) == (950, "bronze")
+    referrer, first_jobs = _daily_jobs(referrer, FIRST_DAY, FIRST_DAY, REFERRER_MEMBER)
+    code = referrer.referral_code
+    assert code is not None
+    referee, referee_signup = _signup(
+        REFEREE_MEMBER,
+        REFERRAL_SIGNUP_ID,
+        "2025-01-11T19:45:10+01:00",
+        1_736_621_110_932,
+        referral_code=f"{code[:4]}-{code[4:]}".lower(),
+    )
+    claim = _claim(referee_signup)
+    referee, for_referee = _settle(
+        referee, claim, REFERRER_MEMBER, (REFEREE_MEMBER, REFEREE), 1_736_621_111_488
+    )
+    referrer, for_referrer = _settle(
+        referrer, claim, REFERRER_MEMBER, (REFERRER_MEMBER, REFERRER), 1_736_621_111_520
+    )
+    stranger, stranger_signup = _signup(
+        STRANGER_MEMBER,
+        "app-20250111-000057",
+        "2025-01-11T21:02:44Z",
+        1_736_629_364_210,
+        referral_code="ZZZZ9999",
+    )
+    _, refused = _settle(
+        stranger, _claim(stranger_signup), None, (STRANGER_MEMBER, REFEREE), 1_736_629_364_771
+    )
+    next_day = FIRST_DAY + timedelta(days=1)
+    referrer, jobs = _daily_jobs(referrer, next_day, LAST_DAY, REFERRER_MEMBER)
+    return FirstYear(
+        _validated(signed_up),
+        _validated(referee_signup),
+        for_referrer,
+        for_referee,
+        refused,
+        [*first_jobs, *jobs],
+    )
+
+
+def _ledger(outputs: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(e["reason"], e["delta"], e["balance_after"]) for e in outputs["ledger"]]
+
+
+def _messages(outputs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(n["kind"], n["data"]) for n in outputs["notifications"]]
+
+
+def test_referral_outcomes_validate_against_their_schemas():
+    year = _first_year()
+    code = year.referrer["reward"]["referral"]["code"]
+    # The referrer's 100 points make 1,050 earned in the window: silver at once.
+    assert _ledger(year.referrer) == [(REFERRAL_BONUS, 100, 1050)]
+    assert _messages(year.referrer) == [
+        (REFERRAL_BONUS_KIND, {"points": 100, "balance": 1050, "code": code}),
+        (TIER_CHANGED, {"balance": 1050, "tier": "silver", "previous_tier": "bronze"}),
+    ]
+    assert _ledger(year.referee) == [(REFERRAL_BONUS, 50, 50)]
+    assert _messages(year.referee) == [
+        (REFERRAL_BONUS_KIND, {"points": 50, "balance": 50, "code": code})
+    ]
+    assert _ledger(year.refused) == [] and _messages(year.refused) == []
+    expected = [
+        (REFERRER, ACCEPTED, 100, "silver", {"from": "bronze", "to": "silver"}),
+        (REFEREE, ACCEPTED, 50, "bronze", None),
+        (REFEREE, UNKNOWN_REFERRAL_CODE, 0, "bronze", None),
+    ]
+    for outputs, (role, status, points, tier, tier_change) in zip(
+        year.referrals(), expected, strict=True
+    ):
+        reward = outputs["reward"]
+        assert reward["source_type"] == REFERRAL_SOURCE
+        assert reward["referral"]["role"] == role and reward["referral"]["status"] == status
+        assert reward["points"] == points and not reward["enrolled"]
+        # A referral's tier is the one held after it.
+        assert reward["tier"] == tier and reward["tier_change"] == tier_change
+        assert reward["station_id"] is reward["breakdown"] is reward["reversal"] is None
+        for n in outputs["notifications"]:
+            assert n["occurred_at"] == reward["occurred_at"]
+    assert year.refused["reward"]["referral"]["code"] == "ZZZZ9999"
+    # Both sides carry the signup's id and time; the referee's signup reward event shares
+    # the source_event_id but not the reward_id.
+    signup = year.referee_signup["reward"]
+    for outputs in (year.referrer, year.referee):
+        reward = outputs["reward"]
+        assert reward["source_event_id"] == signup["source_event_id"] == REFERRAL_SIGNUP_ID
+        assert reward["occurred_at"] == signup["occurred_at"] == "2025-01-11T19:45:10+01:00"
+        assert reward["reward_id"] != signup["reward_id"]
+        assert code == year.referrer_signup["notifications"][0]["data"]["referral_code"]
+
+
+def test_birthday_expiry_and_downgrade_of_the_daily_job_validate_against_their_schemas():
+    jobs = dict(_first_year().jobs)
+    birthday = date(2025, 1, 12)
+    assert _ledger(jobs[birthday]) == [(BIRTHDAY_BONUS, 200, 1250)]
+    assert _messages(jobs[birthday]) == [(BIRTHDAY, {"balance": 1250, "points": 200})]
+    # A notice 7 days before each day's points expire: the fill's 950, the referral's 100,
+    # the birthday's 200.
+    notices = {
+        day: _messages(outputs)
+        for day, outputs in jobs.items()
+        if POINTS_EXPIRING in _kinds(outputs)
+    }
+    assert notices == {
+        date(2026, 1, 3): [
+            (POINTS_EXPIRING, {"balance": 1250, "points": 950, "expires_on": "2026-01-10"})
+        ],
+        date(2026, 1, 4): [
+            (POINTS_EXPIRING, {"balance": 1250, "points": 100, "expires_on": "2026-01-11"})
+        ],
+        date(2026, 1, 5): [
+            (POINTS_EXPIRING, {"balance": 1250, "points": 200, "expires_on": "2026-01-12"})
+        ],
+    }
+    # On the announced day the fill's points expire; the 300 points earned in the window
+    # since 11 January 2025 are below silver's 1,000: a downgrade.
+    expired = jobs[LAST_DAY]
+    assert _ledger(expired) == [(EXPIRY, -950, 300)]
+    assert _messages(expired) == [
+        (POINTS_EXPIRED, {"balance": 300, "points": 950}),
+        (TIER_CHANGED, {"balance": 300, "tier": "bronze", "previous_tier": "silver"}),
+    ]
+    expected = {
+        birthday: (200, "silver", None),
+        date(2026, 1, 3): (0, "silver", None),
+        LAST_DAY: (-950, "bronze", {"from": "silver", "to": "bronze"}),
+    }
+    for day, (points, tier, tier_change) in expected.items():
+        reward = jobs[day]["reward"]
+        assert reward["source_type"] == DAILY_SOURCE
+        assert reward["source_event_id"] == f"daily:{day.isoformat()}"
+        start = datetime.combine(day, time(0), ZONE).astimezone(UTC)
+        assert reward["occurred_at"] == start.isoformat(timespec="milliseconds")
+        assert reward["points"] == points and not reward["enrolled"]
+        # A daily job's tier is the one held after it.
+        assert reward["tier"] == tier and reward["tier_change"] == tier_change
+        assert reward["station_id"] is reward["breakdown"] is reward["reversal"] is None
+        assert reward["referral"] is None
+        for entry in jobs[day]["ledger"]:
+            assert entry["occurred_at"] == reward["occurred_at"]
+            assert entry["source_event_id"] == reward["source_event_id"]
+
+
+def test_notifications_and_rewards_of_daily_jobs_and_referrals_follow_the_if_then_rules():
+    year = _first_year()
+    notifications = [n for outputs in year.everything() for n in outputs["notifications"]]
+    kinds = {n["kind"] for n in notifications}
+    assert kinds == {
+        BIRTHDAY,
+        POINTS_EXPIRING,
+        POINTS_EXPIRED,
+        REFERRAL_BONUS_KIND,
+        TIER_CHANGED,
+        WIN_BACK,
+    }
+    data_keys = set(load_schema("notification")["properties"]["data"]["properties"])
+    notification_schema = validator("notification")
+    for notification in notifications:
+        data = notification["data"]
+        template = PROGRAM.templates[notification["kind"]][notification["locale"]]
+        assert notification["title"] == template.title.format_map(data)
+        assert notification["body"] == template.body.format_map(data)
+        assert set(data) <= data_keys
+        # Every key these kinds carry is required for the kind.
+        for key in data:
+            without = {k: v for k, v in data.items() if k != key}
+            assert not notification_schema.is_valid({**notification, "data": without}), key
+        if "points" in data and notification["kind"] != TIER_CHANGED:
+            nothing = {**notification, "data": {**data, "points": 0}}
+            assert not notification_schema.is_valid(nothing), notification["kind"]
+
+    # Neither happened at a station nor refunded anything; only a referral has a referral.
+    reward_schema = validator("reward_event")
+    reversal = {"original_transaction_id": "t-1", "requested_liters": 1, "refunded_liters": 1}
+    for outputs in year.everything():
+        reward = outputs["reward"]
+        assert not reward_schema.is_valid({**reward, "station_id": "ST-0042"})
+        assert not reward_schema.is_valid({**reward, "reversal": reversal})
+        other = year.refused["reward"]["referral"] if reward["referral"] is None else None
+        assert not reward_schema.is_valid({**reward, "referral": other})
+
+
+def test_the_examples_of_segments_daily_jobs_and_referrals_are_records_the_engine_rendered():
+    """The schemas' examples of segment events, of daily jobs' and referrals' reward events,
+    and of the ledger reasons and notification kinds only those produce, are outputs of the
+    scenarios above, byte for byte."""
+    everything = [*_lapse_and_come_back().everything(), *_first_year().everything()]
     rendered = {
         "segment_event": [change for outputs in everything for change in outputs["segments"]],
+        "ledger_entry": [entry for outputs in everything for entry in outputs["ledger"]],
         "notification": [n for outputs in everything for n in outputs["notifications"]],
         "reward_event": [outputs["reward"] for outputs in everything],
     }
-    new_examples = {
+    examples = {
         "segment_event": load_schema("segment_event")["examples"],
+        "ledger_entry": [
+            entry
+            for entry in load_schema("ledger_entry")["examples"]
+            if entry["reason"] not in SCENARIO_LEDGER_REASONS
+        ],
         "notification": [
-            n for n in load_schema("notification")["examples"] if n["kind"] == WIN_BACK
+            n
+            for n in load_schema("notification")["examples"]
+            if n["kind"] not in SCENARIO_NOTIFICATION_KINDS
         ],
         "reward_event": [
-            r for r in load_schema("reward_event")["examples"] if r["source_type"] == DAILY_SOURCE
+            reward
+            for reward in load_schema("reward_event")["examples"]
+            if reward["source_type"] in (DAILY_SOURCE, REFERRAL_SOURCE)
         ],
     }
-    for name, examples in new_examples.items():
-        assert examples, name
-        for example in examples:
+    for name, records in examples.items():
+        assert records, name
+        for example in records:
             assert example in rendered[name], (name, example)
-    changes = {example["change"] for example in new_examples["segment_event"]}
-    sources = {example["source_event_id"][:6] for example in new_examples["segment_event"]}
+    # Each reason, kind and source type that only these produce has an example.
+    assert {entry["reason"] for entry in examples["ledger_entry"]} == (
+        KNOWN_LEDGER_REASONS - SCENARIO_LEDGER_REASONS
+    )
+    assert {n["kind"] for n in examples["notification"]} == (
+        KNOWN_NOTIFICATION_KINDS - SCENARIO_NOTIFICATION_KINDS
+    )
+    assert {reward["source_type"] for reward in examples["reward_event"]} == {
+        DAILY_SOURCE,
+        REFERRAL_SOURCE,
+    }
+    changes = {example["change"] for example in examples["segment_event"]}
+    sources = {example["source_event_id"][:6] for example in examples["segment_event"]}
     assert changes == {ENTERED, LEFT} and "daily:" in sources and len(sources) > 1
 
 
@@ -1063,12 +1401,99 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     assert "enum" not in field
 
 
+def _str_constants(module: Any) -> dict[str, str]:
+    """The upper-case names of ``module`` bound to strings (its own and those it imports)."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str)
+    }
+
+
+def _constants_named_in(node: ast.AST, constants: dict[str, str]) -> set[str]:
+    return {
+        constants[name.id]
+        for name in ast.walk(node)
+        if isinstance(name, ast.Name) and name.id in constants
+    }
+
+
+def _pair_heads(module: Any, constants: dict[str, str]) -> set[str]:
+    """The ``constants`` that lead a ``(constant, value)`` pair anywhere in ``module``, directly
+    or through a local assigned from them (``kind = A if ... else B``): the ``(reason,
+    points)`` ledger entries of tables/accounts.py, the ``(kind, data)`` messages of
+    streams/rewards.py."""
+    found: set[str] = set()
+    for function in ast.walk(ast.parse(inspect.getsource(module))):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        assigned = {
+            target.id: node.value
+            for node in ast.walk(function)
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        for node in ast.walk(function):
+            if (
+                isinstance(node, ast.Tuple)
+                and isinstance(node.ctx, ast.Load)
+                and len(node.elts) == 2
+                and isinstance(node.elts[0], ast.Name)
+            ):
+                head = node.elts[0]
+                found |= _constants_named_in(assigned.get(head.id, head), constants)
+    return found
+
+
+def _reward_source_types() -> set[str]:
+    """The ``source_type`` of every reward event streams/rewards.py builds: a constant of
+    the module, or the ``type`` of the input transaction or member event."""
+    constants = _str_constants(streams.rewards)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(streams.rewards))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "_reward":
+            argument = node.args[3]
+        elif node.func.id == "RewardEvent":
+            argument = next(k.value for k in node.keywords if k.arg == "source_type")
+        else:
+            continue
+        if isinstance(argument, ast.Attribute) and argument.attr == "type":
+            found |= {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES}
+        elif isinstance(argument, ast.Name) and argument.id in constants:
+            found.add(constants[argument.id])
+        else:  # only _reward passes its own argument on
+            assert ast.unparse(argument) == "source_type", ast.unparse(argument)
+    return found
+
+
+def test_every_reason_kind_and_source_type_the_engine_emits_is_known():
+    """Read from the code, so a new one fails here until it joins its KNOWN set, and then
+    the test below until the schema lists it; every one is also rendered above."""
+    ledger_reasons = _pair_heads(tables.accounts, _str_constants(schemas.outputs))
+    assert ledger_reasons == KNOWN_LEDGER_REASONS
+    kinds = _pair_heads(streams.rewards, _str_constants(streams.rewards))
+    assert kinds == KNOWN_NOTIFICATION_KINDS
+    assert _reward_source_types() == KNOWN_SOURCE_TYPES
+
+    _, scenario = _run_scenario()
+    everything = [*scenario, *_lapse_and_come_back().everything(), *_first_year().everything()]
+    rendered_reasons = {entry["reason"] for outputs in everything for entry in outputs["ledger"]}
+    assert rendered_reasons == KNOWN_LEDGER_REASONS
+    rendered_kinds = {n["kind"] for outputs in everything for n in outputs["notifications"]}
+    assert rendered_kinds == KNOWN_NOTIFICATION_KINDS
+    rendered_source_types = {outputs["reward"]["source_type"] for outputs in everything}
+    assert {DAILY_SOURCE, REFERRAL_SOURCE} < rendered_source_types <= KNOWN_SOURCE_TYPES
+
+
 @pytest.mark.parametrize(
     ("name", "field", "known"),
     [
         ("ledger_entry", "reason", KNOWN_LEDGER_REASONS),
-        ("notification", "kind", KNOWN_NOTIFICATION_KINDS | {WIN_BACK}),
-        ("reward_event", "source_type", {*TRANSACTION_TYPES, *MEMBER_EVENT_TYPES, DAILY_SOURCE}),
+        ("notification", "kind", KNOWN_NOTIFICATION_KINDS),
+        ("reward_event", "source_type", KNOWN_SOURCE_TYPES),
         ("segment_event", "change", {ENTERED, LEFT}),
     ],
 )
