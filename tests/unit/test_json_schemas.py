@@ -1410,30 +1410,53 @@ def _str_constants(module: Any) -> dict[str, str]:
     }
 
 
-def _constants_named_in(node: ast.AST, constants: dict[str, str]) -> set[str]:
-    return {
-        constants[name.id]
-        for name in ast.walk(node)
-        if isinstance(name, ast.Name) and name.id in constants
-    }
+def _assignments(scope: ast.AST, walk: bool = True) -> dict[str, ast.expr]:
+    """Name -> assigned value, for the plain and annotated assignments in ``scope`` (only its
+    top-level statements when not ``walk``)."""
+    nodes = ast.walk(scope) if walk else iter(getattr(scope, "body", []))
+    assigned: dict[str, ast.expr] = {}
+    for node in nodes:
+        if isinstance(node, ast.Assign):
+            targets, value = list(node.targets), node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                assigned[target.id] = value
+    return assigned
+
+
+def _constants_named_in(
+    node: ast.AST, constants: dict[str, str], bound: dict[str, ast.expr]
+) -> set[str]:
+    """The ``constants`` named in ``node``, or in the values of the names it uses that are
+    ``bound`` (a local, or a module-level table such as ``{status: KIND}``)."""
+    found: set[str] = set()
+    for name in ast.walk(node):
+        if not isinstance(name, ast.Name):
+            continue
+        if name.id in constants:
+            found.add(constants[name.id])
+        elif name.id in bound:
+            rest = {key: value for key, value in bound.items() if key != name.id}
+            found |= _constants_named_in(bound[name.id], constants, rest)
+    return found
 
 
 def _pair_heads(module: Any, constants: dict[str, str]) -> set[str]:
     """The ``constants`` that lead a ``(constant, value)`` pair anywhere in ``module``, directly
-    or through a local assigned from them (``kind = A if ... else B``): the ``(reason,
-    points)`` ledger entries of tables/accounts.py, the ``(kind, data)`` messages of
-    streams/rewards.py."""
+    or through a local or module-level name assigned from them (``kind = A if ... else B``,
+    ``kind = NOTICES.get(status)``): the ``(reason, points)`` ledger entries of
+    tables/accounts.py, the ``(kind, data)`` messages of streams/rewards.py."""
+    tree = ast.parse(inspect.getsource(module))
+    module_level = _assignments(tree, walk=False)
     found: set[str] = set()
-    for function in ast.walk(ast.parse(inspect.getsource(module))):
+    for function in ast.walk(tree):
         if not isinstance(function, ast.FunctionDef):
             continue
-        assigned = {
-            target.id: node.value
-            for node in ast.walk(function)
-            if isinstance(node, ast.Assign)
-            for target in node.targets
-            if isinstance(target, ast.Name)
-        }
+        bound = {**module_level, **_assignments(function)}
         for node in ast.walk(function):
             if (
                 isinstance(node, ast.Tuple)
@@ -1441,8 +1464,7 @@ def _pair_heads(module: Any, constants: dict[str, str]) -> set[str]:
                 and len(node.elts) == 2
                 and isinstance(node.elts[0], ast.Name)
             ):
-                head = node.elts[0]
-                found |= _constants_named_in(assigned.get(head.id, head), constants)
+                found |= _constants_named_in(node.elts[0], constants, bound)
     return found
 
 
