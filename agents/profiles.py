@@ -1,5 +1,6 @@
-"""The member profile API, served by every worker: ``GET /members/{member_id}`` and
-``GET /members/{member_id}/ledger`` (described in ``streams.openapi``).
+"""The member profile API, served by every worker: ``GET /members/{member_id}``,
+``GET /members/{member_id}/ledger`` and ``GET /members/{member_id}/redemptions`` (described
+in ``streams.openapi``).
 
 A member's state is one value of ``member_to_state``, in the partition the engine places
 the member in (``owner_partition``), held as active by one worker of the group. That worker
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -35,7 +37,7 @@ from faust.types import TableT
 from yarl import URL
 
 from agents.accounts import Clock
-from schemas.state import decode_state
+from schemas.state import MemberState, decode_state
 from streams.openapi import (
     INVALID_LIMIT,
     MALFORMED_MEMBER_ID,
@@ -135,6 +137,44 @@ def ledger_answer(member_id: str, value: bytes | None, limit: int) -> Answer:
     if value is None or not is_known(state):
         return _unknown(member_id)
     return Answer(200, {"member_id": member_id, "entries": recent_ledger(member_id, state, limit)})
+
+
+def _newest_first_key(item: tuple[int, tuple[str, Any]]) -> tuple[float, int]:
+    index, (_, redemption) = item
+    try:
+        requested = datetime.fromisoformat(redemption.requested_at).timestamp()
+    except (TypeError, ValueError):  # not ISO-8601 (not from the engine): listed last
+        requested = float("-inf")
+    return requested, index
+
+
+def member_redemptions(state: MemberState) -> list[dict[str, Any]]:
+    """The member's redemption requests, newest request first (by event time, then the
+    order they were recorded in)."""
+    ordered = sorted(enumerate(state.redemptions.items()), key=_newest_first_key, reverse=True)
+    return [
+        {
+            "request_id": request_id,
+            "reward_id": redemption.reward_id,
+            "quantity": redemption.quantity,
+            "points": redemption.points,
+            "status": redemption.status,
+            "reason": redemption.reason,
+            "station_id": redemption.station_id,
+            "requested_at": redemption.requested_at,
+            "updated_at": redemption.updated_at,
+        }
+        for _, (request_id, redemption) in ordered
+    ]
+
+
+def redemptions_answer(member_id: str, value: bytes | None) -> Answer:
+    """``GET /members/{member_id}/redemptions`` from the member's table value (None:
+    absent)."""
+    state = decode_state(value)
+    if value is None or not (is_known(state) or state.redemptions):
+        return _unknown(member_id)
+    return Answer(200, {"member_id": member_id, "redemptions": member_redemptions(state)})
 
 
 @dataclass(frozen=True)
@@ -265,4 +305,13 @@ def register(
             return respond(view, limit)
         return await serve(
             view, request, member_id, lambda value: ledger_answer(member_id, value, limit)
+        )
+
+    @app.page("/members/{member_id}/redemptions")
+    async def get_member_redemptions(view: Any, request: Any, member_id: str) -> Any:
+        malformed = malformed_member_id(member_id)
+        if malformed is not None:
+            return respond(view, malformed)
+        return await serve(
+            view, request, member_id, lambda value: redemptions_answer(member_id, value)
         )

@@ -1,4 +1,4 @@
-"""The ``loyalty`` command: worker, local Kafka broker, topics and the live demo."""
+"""The ``loyalty`` command: worker, local Kafka broker, topics, rewards catalog, live demo."""
 
 from __future__ import annotations
 
@@ -52,6 +52,43 @@ def _daily(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     partitions = send_daily_commands(settings, day)
     print(f"daily jobs of {day.isoformat()} requested on {partitions} partitions")
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from schemas.catalog import CatalogError, encode_reward, load_catalog_file
+    from streams.topics import ensure_topics
+
+    settings = from_env()
+    try:
+        rewards = load_catalog_file(args.file)  # the whole file is valid before anything is sent
+    except CatalogError as error:
+        print(f"loyalty catalog load: {error}", file=sys.stderr)
+        return 2
+    ensure_topics(settings)
+    topic = settings.topics.catalog
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
+    try:
+        sent = [
+            producer.send(topic, key=reward.reward_id.encode(), value=encode_reward(reward))
+            for reward in rewards
+        ]
+        producer.flush()
+        for future in sent:
+            future.get()  # raises the error of a record Kafka refused
+    finally:
+        producer.close()
+    for reward in rewards:
+        stock = "unlimited" if reward.stock is None else f"stock {reward.stock}"
+        limit = "" if reward.per_member_limit is None else f", {reward.per_member_limit} per member"
+        state = "active" if reward.active else "inactive"
+        print(
+            f"published {reward.reward_id}: {reward.name['en']!r}, {reward.cost_points} points, "
+            f"{stock}{limit}, {state}"
+        )
+    print(f"{len(rewards)} rewards published to {topic}")
     return 0
 
 
@@ -118,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     daily.add_argument("--date", help="YYYY-MM-DD; default: today in the program's time zone")
 
+    catalog = commands.add_parser(
+        "catalog",
+        help="the rewards catalog",
+        description="Publish the rewards catalog to the catalog topic (LOYALTY_TOPIC_CATALOG).",
+    )
+    catalog_actions = catalog.add_subparsers(dest="action", required=True)
+    catalog_load = catalog_actions.add_parser(
+        "load",
+        help="validate a catalog file and publish its rewards",
+        description="Validate a catalog file (TOML, see program/catalog.toml) and publish "
+        "each of its rewards, keyed by reward_id; an invalid file publishes nothing (exit "
+        "status 2). A reward that is on the topic but not in the file is NOT deleted: retire "
+        "it by publishing it with active = false.",
+    )
+    catalog_load.add_argument("file", help="the catalog file, e.g. program/catalog.toml")
+
     kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft)")
     kafka.add_argument("action", choices=["start", "stop", "status", "install"])
     kafka.add_argument("--port", type=int, default=9092)
@@ -159,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker": _worker,
         "topics": _topics,
         "daily": _daily,
+        "catalog": _catalog,
         "kafka": _kafka,
         "demo": _demo,
         "bench": _bench,

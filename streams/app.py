@@ -5,8 +5,10 @@ from __future__ import annotations
 import faust
 
 from agents import accounts, daily, profiles, referrals, web
+from agents import catalog as catalog_feed
 from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
+from streams.catalog import CatalogView
 from streams.program import load_program
 from streams.settings import Settings
 from streams.topics import MAX_MESSAGE_BYTES, declare_topics
@@ -45,6 +47,10 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     )
     topics = declare_topics(app, settings)
     tables = define_tables(app, settings)
+    # This worker's copy of the whole catalog and of every reward's reserved stock, kept
+    # current by its own consumer; GET /catalog and the redemption agent read it.
+    catalog = CatalogView()
+    catalog_feed.register(app, settings, catalog)
     accounts.register(app, AccountProcessor(settings, program, topics, tables, clock))
     referrals.register(app, referrals.ReferralProcessor(settings, topics, tables))
     daily.register(app, settings, program, topics)

@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of a worker's HTTP API, served by every worker at
 ``/openapi.json``.
 
-It describes what ``agents.profiles`` and ``agents.web`` answer; the profile fields are
-those of ``streams.profile.member_profile``. Like the event contracts, it only grows: new
+It describes what ``agents.profiles``, ``agents.catalog`` and ``agents.web`` answer; the
+profile fields are those of ``streams.profile.member_profile``, the catalog's those of
+``streams.catalog.CatalogView.listing``. Like the event contracts, it only grows: new
 fields are added to the answers, never taken away, so clients must ignore fields they do
 not know. There is no ``servers`` entry: the API is at the address the document was
 fetched from, on any worker.
@@ -19,6 +20,7 @@ MALFORMED_MEMBER_ID = "malformed_member_id"
 INVALID_LIMIT = "invalid_limit"
 UNKNOWN_MEMBER = "unknown_member"
 OWNER_UNAVAILABLE = "owner_unavailable"
+CATALOG_LOADING = "catalog_loading"
 
 OWNER_HEADER = "Loyalty-Owner"
 """Response header: the URL of the worker that read the member from its table."""
@@ -52,7 +54,13 @@ _ERROR = _object(
     {
         "error": {
             "type": "string",
-            "enum": [MALFORMED_MEMBER_ID, INVALID_LIMIT, UNKNOWN_MEMBER, OWNER_UNAVAILABLE],
+            "enum": [
+                MALFORMED_MEMBER_ID,
+                INVALID_LIMIT,
+                UNKNOWN_MEMBER,
+                OWNER_UNAVAILABLE,
+                CATALOG_LOADING,
+            ],
             "description": "What went wrong, for programs.",
         },
         "message": {"type": "string", "description": "What went wrong, for people."},
@@ -189,6 +197,86 @@ _LEDGER = _object(
     f"The member's most recent ledger entries (the engine keeps the last {MAX_LEDGER_LIMIT}).",
 )
 
+_REDEMPTION = _object(
+    {
+        "request_id": {"type": "string", "description": "The request's idempotency key."},
+        "reward_id": {"type": "string"},
+        "quantity": {"type": "integer", "minimum": 1},
+        "points": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "What it costs: the reward's `cost_points` x `quantity` when requested.",
+        },
+        "status": {
+            "type": "string",
+            "description": "`held` (points set aside, stock being reserved), `confirmed`, "
+            "`rejected`, `fulfilled` (delivered by the station) or `cancelled` (points and "
+            "stock returned); new statuses may appear.",
+        },
+        "reason": {
+            "type": ["string", "null"],
+            "description": "Why it was rejected: `insufficient_points`, `out_of_stock`, "
+            "`unknown_reward`, `inactive_reward`, `limit_reached`, ...; null otherwise.",
+        },
+        "station_id": {"type": "string", "description": "The station that asked."},
+        "requested_at": {**_TIMESTAMP, "description": "Event time of the request."},
+        "updated_at": {**_TIMESTAMP, "description": "Event time of the last status change."},
+    },
+    "A redemption request as the member's partition records it.",
+)
+
+_REDEMPTIONS = _object(
+    {
+        "member_id": {"type": "string"},
+        "redemptions": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/Redemption"},
+            "description": "Newest request first. The pending requests and the most recent "
+            "others are kept.",
+        },
+    },
+    "A member's redemption requests and where each one stands.",
+)
+
+_CATALOG_REWARD = _object(
+    {
+        "reward_id": {"type": "string"},
+        "name": {
+            "type": "string",
+            "description": "Display name in the requested `locale`, else in English.",
+        },
+        "cost_points": {"type": "integer", "minimum": 1, "description": "Points per unit."},
+        "stock": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "Units the catalog offers in all; null: unlimited.",
+        },
+        "remaining": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "Units still available: `stock` less the units reserved by "
+            "redemptions, as this worker last read them (milliseconds behind); null: "
+            "unlimited.",
+        },
+        "active": {
+            "type": "boolean",
+            "description": "False: retired, listed but not redeemable.",
+        },
+        "per_member_limit": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Units one member may redeem in all; null: no limit.",
+        },
+    },
+    "A reward of the catalog (`loyalty.catalog`) with its live stock.",
+)
+
+_CATALOG = {
+    "type": "array",
+    "items": {"$ref": "#/components/schemas/CatalogReward"},
+    "description": "Every reward, retired ones included, by `reward_id`.",
+}
+
 
 def _json_answer(description: str, schema_name: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -257,6 +345,47 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                         "Error",
                     ),
                     **_MEMBER_ERRORS,
+                },
+            }
+        },
+        "/members/{member_id}/redemptions": {
+            "get": {
+                "operationId": "getMemberRedemptions",
+                "summary": "A member's redemption requests and their status, newest first.",
+                "parameters": [{"$ref": "#/components/parameters/MemberId"}],
+                "responses": {
+                    "200": _json_answer(
+                        "The member's redemptions.", "Redemptions", headers=_OWNER_HEADERS
+                    ),
+                    "400": {"$ref": "#/components/responses/MalformedMemberId"},
+                    **_MEMBER_ERRORS,
+                },
+            }
+        },
+        "/catalog": {
+            "get": {
+                "operationId": "getCatalog",
+                "summary": "The rewards catalog with the live stock of each reward.",
+                "description": "Answered by any worker from its own copy of the catalog.",
+                "parameters": [
+                    {
+                        "name": "locale",
+                        "in": "query",
+                        "required": False,
+                        "description": "Locale of the display names (`es`, `pl`, `es-ES`, "
+                        "...); a reward without a name in it shows its English name.",
+                        "schema": {"type": "string", "default": "en"},
+                    }
+                ],
+                "responses": {
+                    "200": _json_answer("The catalog.", "Catalog"),
+                    "503": _json_answer(
+                        f"`{CATALOG_LOADING}`: the worker has just started and is still "
+                        "reading the catalog and the reserved stock; try again after "
+                        "`Retry-After` seconds.",
+                        "Error",
+                        headers={"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                    ),
                 },
             }
         },
@@ -335,6 +464,10 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             "Coupon": _COUPON,
             "Ledger": _LEDGER,
             "LedgerEntry": _LEDGER_ENTRY,
+            "Redemptions": _REDEMPTIONS,
+            "Redemption": _REDEMPTION,
+            "Catalog": _CATALOG,
+            "CatalogReward": _CATALOG_REWARD,
             "Error": _ERROR,
         },
     },
