@@ -13,6 +13,7 @@ catalog view.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
@@ -36,6 +37,7 @@ from schemas.state import (
     encode_stock,
 )
 from streams import redemptions as saga
+from streams.catalog import CatalogView
 from streams.partitioning import owner_partition
 from streams.settings import Settings
 from streams.topics import Topics, saga_message
@@ -175,11 +177,17 @@ class RedemptionProcessor:
         metrics.DEADLETTERS.labels(reason).inc()
 
 
-def register(app: faust.App, processor: RedemptionProcessor) -> None:
-    """Attach the redemption agent to ``app``."""
+CATALOG_POLL_S = 0.05
+
+
+def register(app: faust.App, processor: RedemptionProcessor, catalog: CatalogView) -> None:
+    """Attach the redemption agent to ``app``; it starts once ``catalog`` has read the
+    catalog (else a request for a reward not read yet would be rejected as unknown)."""
 
     @app.agent(processor.topics.redemption_inputs, name="loyalty.process_redemptions")
     async def process_redemptions(stream: faust.StreamT) -> None:
+        while not catalog.ready:
+            await asyncio.sleep(CATALOG_POLL_S)
         processor.committer.producer = app.producer
         batcher = Batcher(processor.process, processor.settings.batch_max, app.crash)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import accounts, daily, profiles, referrals, web
+from agents import accounts, daily, profiles, redemptions, referrals, web
 from agents import catalog as catalog_feed
 from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
@@ -56,4 +56,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     daily.register(app, settings, program, topics)
     web.register(app)
     profiles.register(app, settings, program, tables.member_to_state, clock)
+    redemptions.register(
+        app, redemptions.RedemptionProcessor(settings, topics, tables, catalog, clock), catalog
+    )
     return app

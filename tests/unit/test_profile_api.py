@@ -171,8 +171,10 @@ def test_the_openapi_document_is_valid_openapi_3_1():
     schema.validate()
     operations = sorted(result.ok().label for result in schema.get_all_operations())
     assert operations == [
+        "GET /catalog",
         "GET /members/{member_id}",
         "GET /members/{member_id}/ledger",
+        "GET /members/{member_id}/redemptions",
         "GET /metrics",
         "GET /openapi.json",
     ]
@@ -186,7 +188,11 @@ def test_an_invalid_document_is_refused_by_the_same_check():
 
 
 def test_every_member_operation_documents_its_errors():
-    for path in ("/members/{member_id}", "/members/{member_id}/ledger"):
+    for path in (
+        "/members/{member_id}",
+        "/members/{member_id}/ledger",
+        "/members/{member_id}/redemptions",
+    ):
         assert set(OPENAPI_DOCUMENT["paths"][path]["get"]["responses"]) == {
             "200",
             "400",
