@@ -1,15 +1,21 @@
-"""Helpers of the integration tests: isolated settings, a producer, a topic reader."""
+"""Helpers of the integration tests: isolated settings, a producer, a topic reader, HTTP
+requests to workers, and waiting for the consumer group."""
 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from localkafka.broker import free_port
 from streams.settings import Settings, TopicNames
@@ -107,3 +113,59 @@ def distinct(values: list[dict[str, Any]], id_field: str) -> list[dict[str, Any]
             seen.add(value[id_field])
             kept.append(value)
     return kept
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def get(url: str) -> Reply:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return Reply(response.status, dict(response.headers), orjson.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, dict(error.headers), orjson.loads(error.read()))
+
+
+def get_settled(url: str, deadline: float) -> Reply:
+    """GET, asking again after ``Retry-After`` while the answer is 503 (a rebalance)."""
+    reply = get(url)
+    while reply.status == 503 and time.monotonic() < deadline:
+        time.sleep(int(reply.headers["Retry-After"]))  # the server's advised retry interval
+        reply = get(url)
+    return reply
+
+
+def member_url(base: str, member: str, suffix: str = "") -> str:
+    return f"{base}/members/{urllib.parse.quote(member, safe='')}{suffix}"
+
+
+def wait_for_group(bootstrap: str, group: str, members: int, timeout: float) -> None:
+    """Until the consumer group is stable with ``members`` members; fail after ``timeout``
+    s."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                description: Any = admin.describe_groups([group])[group]
+            except KafkaError as error:
+                if not error.retriable:  # e.g. the group's coordinator is not elected yet
+                    raise
+                description = error
+            else:
+                # Faust's assignor gives every member a share of the partitions (the test
+                # checks afterwards that both workers own some).
+                if (
+                    description["group_state"] == "Stable"
+                    and len(description["members"]) == members
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"group {group} not stable with {members}: {description}")
+            time.sleep(0.2)  # polling interval, not synchronisation
+    finally:
+        admin.close()

@@ -13,14 +13,10 @@ import asyncio
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from agents.catalog import DISCOVERY_INTERVAL_S, CatalogFeed
@@ -32,24 +28,9 @@ from streams.catalog import CatalogView
 from streams.settings import REPO_ROOT, Settings, to_env
 from streams.topics import ensure_topics
 from tables.definitions import changelog_topic_name
-from tests.integration.harness import isolated_settings, produce
+from tests.integration.harness import get, isolated_settings, produce
 
 EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: Any
-
-
-def get(url: str) -> Reply:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return Reply(response.status, dict(response.headers), orjson.loads(response.read()))
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, dict(error.headers), orjson.loads(error.read()))
 
 
 def wait_for_catalog(url: str, condition: Any, timeout: float, what: str) -> list[dict[str, Any]]:

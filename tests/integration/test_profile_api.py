@@ -13,9 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -25,8 +22,6 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from demo.worker_process import WorkerProcess
 from localkafka.broker import free_port
@@ -34,17 +29,19 @@ from streams.openapi import EXAMPLE_MEMBER, OWNER_HEADER
 from streams.partitioning import owner_partition
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from tests.integration.harness import TopicReader, isolated_settings, produce
+from tests.integration.harness import (
+    Reply,
+    TopicReader,
+    get,
+    get_settled,
+    isolated_settings,
+    member_url,
+    produce,
+    wait_for_group,
+)
 
 MEMBERS = 1000
 PARTITIONS = 8
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: Any
 
 
 @dataclass(frozen=True)
@@ -75,55 +72,6 @@ def sale(member: str, index: int, occurred_at: datetime) -> tuple[bytes, bytes]:
         "amount": round((5 + index % 40) * 1.6, 2),
     }
     return member.encode(), orjson.dumps(value)
-
-
-def get(url: str) -> Reply:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return Reply(response.status, dict(response.headers), orjson.loads(response.read()))
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, dict(error.headers), orjson.loads(error.read()))
-
-
-def get_settled(url: str, deadline: float) -> Reply:
-    """GET, asking again after ``Retry-After`` while the answer is 503 (a rebalance)."""
-    reply = get(url)
-    while reply.status == 503 and time.monotonic() < deadline:
-        time.sleep(int(reply.headers["Retry-After"]))  # the server's advised retry interval
-        reply = get(url)
-    return reply
-
-
-def member_url(base: str, member: str, suffix: str = "") -> str:
-    return f"{base}/members/{urllib.parse.quote(member, safe='')}{suffix}"
-
-
-def wait_for_group(bootstrap: str, group: str, members: int, timeout: float) -> None:
-    """Until the consumer group is stable with ``members`` members; fail after ``timeout``
-    s."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                description: Any = admin.describe_groups([group])[group]
-            except KafkaError as error:
-                if not error.retriable:  # e.g. the group's coordinator is not elected yet
-                    raise
-                description = error
-            else:
-                # Faust's assignor gives every member a share of the partitions (the test
-                # checks afterwards that both workers own some).
-                if (
-                    description["group_state"] == "Stable"
-                    and len(description["members"]) == members
-                ):
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"group {group} not stable with {members}: {description}")
-            time.sleep(0.2)  # polling interval, not synchronisation
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")
