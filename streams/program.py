@@ -120,6 +120,9 @@ class Program:
     """Notification kinds sent only to members with marketing consent."""
     templates: dict[str, dict[str, Template]] | None = None
     """kind -> locale -> template; ``en`` is the fallback locale."""
+    reason_texts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """locale -> rejection reason -> the words a notification uses for it (``en`` is the
+    fallback); a reason without words is shown as its code."""
     rfm: Rfm | None = None
     segments: tuple[Segment, ...] = ()
     win_back: WinBack | None = None
@@ -334,6 +337,18 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     notifications = root.section("notifications")
     marketing_kinds = frozenset(notifications.strings("marketing_kinds"))
     templates = _load_templates(notifications, source)
+    reason_texts: dict[str, dict[str, str]] = {}
+    if notifications.optional("reason_texts"):
+        section = notifications.section("reason_texts")
+        for locale in list(section.data):
+            words = section.section(locale)
+            reason_texts[locale] = {reason: words.text(reason) for reason in list(words.data)}
+            words.done()
+        section.done()
+        if "en" not in reason_texts:
+            raise ProgramError(
+                source, "notifications.reason_texts", "needs an 'en' table (the fallback)"
+            )
     notifications.done()
 
     root.done()
@@ -355,6 +370,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         newsletter_coupon=newsletter_coupon,
         marketing_kinds=marketing_kinds,
         templates=templates,
+        reason_texts=reason_texts,
         rfm=rfm,
         segments=tuple(segments),
         win_back=win_back,

@@ -309,9 +309,13 @@ def render_redemption(
         names = step.reward_name or {}
         locale = state.profile.locale or program.default_locale
         name = names.get(locale) or names.get(locale.split("-")[0]) or names.get("en")
+        reason = redemption["reason"]
+        words = program.reason_texts
+        texts = words.get(locale) or words.get(locale.split("-")[0]) or words.get("en", {})
         data = {
             **shown,
             "reward": name or redemption["reward_id"],
+            "reason_text": None if reason is None else texts.get(reason, reason),
             "balance": applied.balance_after,
         }
         messages.append((kind, data))

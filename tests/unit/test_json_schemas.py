@@ -1718,9 +1718,11 @@ def test_redemption_outputs_validate_against_their_schemas():
         for notification in outputs["notifications"]:
             data = notification["data"]
             names = {} if catalog_entry is None else catalog_entry.name
+            reason = shown["reason"]
             assert data == {
                 **shown,
                 "reward": names.get("es") or names.get("en") or shown["reward_id"],
+                "reason_text": None if reason is None else PROGRAM.reason_texts["es"][reason],
                 "balance": reward["balance_after"],
             }
             assert set(data) <= data_keys

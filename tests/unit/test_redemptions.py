@@ -254,3 +254,15 @@ def test_a_request_id_reused_for_another_request_is_refused():
     bus.run()
     assert bus.dead_letters == [saga.REQUEST_ID_CONFLICT]
     assert bus.members["m1"].balance == 90 and bus.stock["wash"].reserved == 1
+
+
+def test_reason_texts_need_the_english_fallback():
+    import tomllib
+    from pathlib import Path
+
+    from streams.program import ProgramError, parse_program
+
+    data = tomllib.loads(Path("program/default.toml").read_text(encoding="utf-8"))
+    del data["notifications"]["reason_texts"]["en"]
+    with pytest.raises(ProgramError, match="reason_texts.*'en'"):
+        parse_program(data)
