@@ -56,10 +56,8 @@ def _daily(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
-
-    from schemas.catalog import CatalogError, encode_reward, load_catalog_file
-    from streams.topics import ensure_topics
+    from schemas.catalog import CatalogError, load_catalog_file
+    from streams.topics import ensure_topics, publish_catalog
 
     settings = from_env()
     try:
@@ -68,18 +66,7 @@ def _catalog(args: argparse.Namespace) -> int:
         print(f"loyalty catalog load: {error}", file=sys.stderr)
         return 2
     ensure_topics(settings)
-    topic = settings.topics.catalog
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
-    try:
-        sent = [
-            producer.send(topic, key=reward.reward_id.encode(), value=encode_reward(reward))
-            for reward in rewards
-        ]
-        producer.flush()
-        for future in sent:
-            future.get()  # raises the error of a record Kafka refused
-    finally:
-        producer.close()
+    publish_catalog(settings, rewards)
     for reward in rewards:
         stock = "unlimited" if reward.stock is None else f"stock {reward.stock}"
         limit = "" if reward.per_member_limit is None else f", {reward.per_member_limit} per member"
@@ -88,7 +75,7 @@ def _catalog(args: argparse.Namespace) -> int:
             f"published {reward.reward_id}: {reward.name['en']!r}, {reward.cost_points} points, "
             f"{stock}{limit}, {state}"
         )
-    print(f"{len(rewards)} rewards published to {topic}")
+    print(f"{len(rewards)} rewards published to {settings.topics.catalog}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""A POS simulator: fuel transactions as stations would publish them."""
+"""A POS simulator: fuel transactions and redemption requests as stations would publish
+them."""
 
 from __future__ import annotations
 
@@ -33,4 +34,16 @@ class PosSimulator:
             "liters": liters,
             "amount": round(liters * PRICE_PER_LITER[fuel], 2),
             "currency": "EUR",
+        }
+
+    def redemption(self, occurred_at: datetime, reward_ids: list[str]) -> dict[str, object]:
+        """A member asking a station for one catalog reward."""
+        self.sequence += 1
+        return {
+            "request_id": f"rdm-{self.run_id}-{self.sequence:08d}",
+            "member_id": self.rng.choice(self.members),
+            "reward_id": self.rng.choice(reward_ids),
+            "quantity": 1,
+            "station_id": self.rng.choice(self.stations),
+            "occurred_at": occurred_at.isoformat(timespec="milliseconds"),
         }

@@ -1,5 +1,8 @@
 """``loyalty demo``: a local broker, a worker and a POS simulator, with rewards printed live.
 
+The example catalog (``program/catalog.toml``) is published at the start; once members have
+points, one send in ``REDEMPTION_EVERY`` is a redemption request for one of its rewards.
+
 Everything runs on this machine: the broker from ``localkafka``, the worker as a child
 process (``loyalty worker``), and this process as both the POS (producer) and a downstream
 service (consumer of ``loyalty.rewards``, ``loyalty.segments`` and ``loyalty.deadletter``).
@@ -18,16 +21,27 @@ from kafka import KafkaConsumer, KafkaProducer
 from demo.pos import PosSimulator
 from demo.worker_process import WorkerProcess
 from localkafka import broker
-from streams.settings import from_env
-from streams.topics import ensure_topics
+from schemas.catalog import load_catalog_file
+from streams.settings import REPO_ROOT, from_env
+from streams.topics import ensure_topics, publish_catalog
 
 LOCAL = Path(".local")
+EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"
+REDEMPTION_EVERY = 8
+"""One send in this many is a redemption request (after the first ``REDEMPTION_EVERY * 4``
+sales, so that members have points)."""
 
 
 def _describe(reward: dict, latency_ms: float | None) -> str:
     parts = []
     breakdown = reward.get("breakdown") or {}
-    if breakdown:
+    redemption = reward.get("redemption")
+    if redemption:
+        outcome = redemption["status"] + (
+            f" ({redemption['reason']})" if redemption["reason"] else ""
+        )
+        parts.append(f"{reward['points']:+d} redeem {redemption['reward_id']}: {outcome}")
+    elif breakdown:
         multipliers = "".join(f" x{m['factor']:g} {m['name']}" for m in breakdown["multipliers"])
         parts.append(f"+{breakdown['fuel_points']} fuel ({breakdown['liters']:g} L{multipliers})")
         parts += [f"+{bonus['points']} {bonus['reason']}" for bonus in breakdown["bonuses"]]
@@ -68,6 +82,10 @@ def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
         log_level="warn",
     )
     ensure_topics(settings)
+    rewards = load_catalog_file(EXAMPLE_CATALOG)
+    publish_catalog(settings, rewards)
+    reward_ids = [reward.reward_id for reward in rewards if reward.active]
+    print(f"Catalog published: {', '.join(reward_ids)}")
     worker = WorkerProcess(settings, LOCAL / "demo-worker.log").start()
     print(
         f"Worker starting (log: {worker.log_path}, metrics: "
@@ -88,6 +106,7 @@ def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     interval = 1.0 / rate
+    sends = 0
     next_send = time.monotonic()
     end = time.monotonic() + duration if duration > 0 else float("inf")
     print(f"POS simulator sending {rate:g} sales/s. Ctrl-C to stop.\n")
@@ -98,13 +117,18 @@ def run_demo(port: int = 9092, rate: float = 5.0, duration: float = 0) -> int:
                 return 1
             now = time.monotonic()
             if now >= next_send:
-                sale = simulator.transaction(datetime.now(UTC))
-                sent_at[str(sale["transaction_id"])] = time.time()
-                producer.send(
-                    settings.topics.transactions,
-                    key=str(sale["member_id"]).encode(),
-                    value=orjson.dumps(sale),
-                )
+                sends += 1
+                if sends > REDEMPTION_EVERY * 4 and sends % REDEMPTION_EVERY == 0:
+                    request = simulator.redemption(datetime.now(UTC), reward_ids)
+                    sent_at[str(request["request_id"])] = time.time()
+                    topic, key = settings.topics.redemptions, str(request["request_id"])
+                    value = orjson.dumps(request)
+                else:
+                    sale = simulator.transaction(datetime.now(UTC))
+                    sent_at[str(sale["transaction_id"])] = time.time()
+                    topic, key = settings.topics.transactions, str(sale["member_id"])
+                    value = orjson.dumps(sale)
+                producer.send(topic, key=key.encode(), value=value)
                 producer.flush()
                 next_send += interval
             timeout_ms = max(1, int((next_send - time.monotonic()) * 1000))

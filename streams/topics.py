@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from schemas.catalog import Reward, encode_reward
 from streams.partitioning import owner_partition
 from streams.redemptions import COORDINATOR, MEMBER, STOCK, Step
 from streams.settings import Settings
@@ -189,3 +190,21 @@ def saga_message(settings: Settings, step: Step) -> tuple[str, bytes, bytes, int
     }[destination]
     encoded = key.encode()
     return topic, encoded, orjson.dumps(value), owner_partition(encoded, settings.partitions)
+
+
+def publish_catalog(settings: Settings, rewards: list[Reward]) -> None:
+    """Publish catalog entries to the catalog topic, keyed by reward_id (``loyalty catalog
+    load``); raises the error of a record Kafka refused."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
+    try:
+        sent = [
+            producer.send(
+                settings.topics.catalog, key=reward.reward_id.encode(), value=encode_reward(reward)
+            )
+            for reward in rewards
+        ]
+        producer.flush()
+        for future in sent:
+            future.get()
+    finally:
+        producer.close()
