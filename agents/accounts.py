@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.streams import Stream
 
 from agents import metrics
-from agents.batching import Batch, Batcher, Committer
+from agents.batching import Batch, Committer, batched_agent
 from agents.deadletters import dead_letter
 from schemas.decode import (
     InvalidEvent,
@@ -296,13 +295,11 @@ class AccountProcessor:
 
 def register(app: faust.App, processor: AccountProcessor) -> None:
     """Attach the account agent to ``app``."""
-
-    @app.agent(processor.topics.member_inputs, name="loyalty.process_member_inputs")
-    async def process_member_inputs(stream: faust.StreamT) -> None:
-        processor.committer.producer = app.producer
-        batcher = Batcher(processor.process, processor.settings.batch_max, app.crash)
-        try:
-            async for event in cast(Stream, stream).noack().events():
-                await batcher.add(event)
-        finally:
-            batcher.stop()
+    batched_agent(
+        app,
+        processor.topics.member_inputs,
+        "loyalty.process_member_inputs",
+        processor.process,
+        processor.committer,
+        processor.settings.batch_max,
+    )

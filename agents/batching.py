@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
-from faust.types import EventT, TableT
+import faust
+from faust.streams import Stream
+from faust.types import EventT, TableT, TopicT
 
 from agents import metrics
 from schemas.state import MemberState, encode_state
@@ -163,3 +165,31 @@ async def _finish(events: list[EventT], output_acks: list[Awaitable[Any]]) -> No
         await ack
     for event in events:
         event.ack()
+
+
+READY_POLL_S = 0.05
+
+
+def batched_agent(
+    app: faust.App,
+    topic: TopicT,
+    name: str,
+    process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
+    committer: Committer,
+    batch_max: int,
+    ready: Callable[[], bool] = lambda: True,
+) -> None:
+    """An agent of ``app`` on ``topic`` that hands its events to a :class:`Batcher` (its
+    failure crashes the worker); it starts taking events once ``ready()`` is true."""
+
+    @app.agent(topic, name=name)
+    async def batched(stream: faust.StreamT) -> None:
+        while not ready():
+            await asyncio.sleep(READY_POLL_S)
+        committer.producer = app.producer
+        batcher = Batcher(process, batch_max, app.crash)
+        try:
+            async for event in cast(Stream, stream).noack().events():
+                await batcher.add(event)
+        finally:
+            batcher.stop()

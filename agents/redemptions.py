@@ -13,18 +13,16 @@ catalog view.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.streams import Stream
 
 from agents import metrics
 from agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
-from agents.batching import Batch, Batcher, Committer
+from agents.batching import Batch, Committer, batched_agent
 from agents.deadletters import dead_letter
 from schemas.decode import InvalidEvent, decode_redemption, load_object
 from schemas.events import REDEMPTION_REQUEST
@@ -177,21 +175,15 @@ class RedemptionProcessor:
         metrics.DEADLETTERS.labels(reason).inc()
 
 
-CATALOG_POLL_S = 0.05
-
-
 def register(app: faust.App, processor: RedemptionProcessor, catalog: CatalogView) -> None:
     """Attach the redemption agent to ``app``; it starts once ``catalog`` has read the
     catalog (else a request for a reward not read yet would be rejected as unknown)."""
-
-    @app.agent(processor.topics.redemption_inputs, name="loyalty.process_redemptions")
-    async def process_redemptions(stream: faust.StreamT) -> None:
-        while not catalog.ready:
-            await asyncio.sleep(CATALOG_POLL_S)
-        processor.committer.producer = app.producer
-        batcher = Batcher(processor.process, processor.settings.batch_max, app.crash)
-        try:
-            async for event in cast(Stream, stream).noack().events():
-                await batcher.add(event)
-        finally:
-            batcher.stop()
+    batched_agent(
+        app,
+        processor.topics.redemption_inputs,
+        "loyalty.process_redemptions",
+        processor.process,
+        processor.committer,
+        processor.settings.batch_max,
+        ready=lambda: catalog.ready,
+    )

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from demo.worker_process import WorkerProcess
 from localkafka.broker import free_port
 from streams.settings import Settings, TopicNames
 
@@ -169,3 +170,26 @@ def wait_for_group(bootstrap: str, group: str, members: int, timeout: float) -> 
             time.sleep(0.2)  # polling interval, not synchronisation
     finally:
         admin.close()
+
+
+def start_group(settings: Settings, tmp_path: Path, count: int) -> list[WorkerProcess]:
+    """``count`` workers of one app (their own state directory, log and web port), started
+    and ready, their consumer group stable with all of them; stop them when done."""
+    workers = [
+        WorkerProcess(
+            replace(settings, data_dir=tmp_path / f"state-{number}", web_port=free_port()),
+            tmp_path / f"worker-{number}.log",
+        )
+        for number in range(1, count + 1)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_ready()
+        wait_for_group(settings.kafka_bootstrap, settings.app_id, members=count, timeout=60)
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+    return workers

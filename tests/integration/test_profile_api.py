@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ import orjson
 import pytest
 
 from demo.worker_process import WorkerProcess
-from localkafka.broker import free_port
 from streams.openapi import EXAMPLE_MEMBER, OWNER_HEADER
 from streams.partitioning import owner_partition
 from streams.settings import Settings
@@ -37,7 +36,7 @@ from tests.integration.harness import (
     isolated_settings,
     member_url,
     produce,
-    wait_for_group,
+    start_group,
 )
 
 MEMBERS = 1000
@@ -79,21 +78,9 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("profiles")
     settings = isolated_settings(kafka_bootstrap, tmp, partitions=PARTITIONS)
     ensure_topics(settings)
-    workers = [
-        WorkerProcess(
-            replace(settings, data_dir=tmp / f"state-{number}", web_port=free_port()),
-            tmp / f"worker-{number}.log",
-        )
-        for number in (1, 2)
-    ]
+    workers = start_group(settings, tmp, 2)
     reader = TopicReader(kafka_bootstrap, settings.topics.rewards)
     try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.wait_ready()
-        wait_for_group(kafka_bootstrap, settings.app_id, members=2, timeout=60)
-
         members = member_ids()
         occurred_at = datetime.now(UTC) - timedelta(hours=1)
         sales = [sale(member, index, occurred_at) for index, member in enumerate(members)]

@@ -19,7 +19,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ import orjson
 import pytest
 
 from demo.worker_process import WorkerProcess
-from localkafka.broker import free_port
 from schemas.catalog import Reward, encode_reward
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -38,7 +37,7 @@ from tests.integration.harness import (
     isolated_settings,
     member_url,
     produce,
-    wait_for_group,
+    start_group,
 )
 
 PARTITIONS = 8
@@ -184,21 +183,10 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("redemptions")
     settings = isolated_settings(kafka_bootstrap, tmp, partitions=PARTITIONS)
     ensure_topics(settings)
-    workers = [
-        WorkerProcess(
-            replace(settings, data_dir=tmp / f"state-{number}", web_port=free_port()),
-            tmp / f"worker-{number}.log",
-        )
-        for number in (1, 2)
-    ]
+    workers = start_group(settings, tmp, 2)
     topics = settings.topics
     reader = TopicReader(kafka_bootstrap, topics.rewards, topics.ledger, topics.deadletter)
     try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.wait_ready()
-        wait_for_group(kafka_bootstrap, settings.app_id, members=2, timeout=60)
         occurred_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
         sales = [
             (
