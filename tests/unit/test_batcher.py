@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents.accounts import Batcher
+from agents.batching import Batcher
 
 DEADLINE_S = 5.0
 
