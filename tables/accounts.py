@@ -426,8 +426,11 @@ def apply_daily(
         details["expiring"] = [expiring, expires_on.isoformat()]
 
     tier = tier_named(state.tier, program.tiers)
+    # Credits of later days (a job run late for a past date) count: a job never judges the
+    # tier as of a day before the member's latest earning.
+    review_day = max(ordinal, max(state.earned_by_day, default=ordinal))
     held_tier = tier_for(
-        earned_in_window(state.earned_by_day, ordinal, program.tier_window_days), program.tiers
+        earned_in_window(state.earned_by_day, review_day, program.tier_window_days), program.tiers
     )
     if held_tier.min_points < tier.min_points:
         details["tier_change"] = [tier.name, held_tier.name]

@@ -88,3 +88,13 @@ def test_one_daily_command_per_partition():
     commands = daily_commands(date(2026, 6, 1), 8)
     assert [p for p, _, _ in commands] == list(range(8))
     assert len({key for _, key, _ in commands}) == 8
+
+
+def test_a_job_run_late_for_a_past_date_counts_the_later_credits():
+    # Silver from a fill of 10 January 2025, kept by a fill of 12 January 2026; the job for
+    # 10 January 2026 runs only after that fill (`loyalty daily --date` for a missed day).
+    state = member(sales=((date(2025, 1, 10), "450"), (date(2026, 1, 12), "450")))
+    assert state.tier == "silver"
+    state, outcome = apply_daily(state, date(2026, 1, 10), PROGRAM, NOW_MS, "m-1")
+    assert state.tier == "silver"
+    assert "tier_change" not in (outcome.applied.details if outcome else {})
