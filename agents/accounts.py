@@ -26,7 +26,6 @@ import orjson
 
 from agents import metrics
 from agents.batching import Batch, Committer, batched_agent
-from agents.deadletters import dead_letter
 from schemas.decode import (
     InvalidEvent,
     decode_daily_command,
@@ -286,11 +285,7 @@ class AccountProcessor:
     def _reject(self, batch: Batch, message: Any, reason: str, text: str, now_ms: int) -> None:
         # An erased member's later events are refused without keeping their personal data.
         redact = reason == MEMBER_ERASED
-        record = orjson.dumps(dead_letter(message, reason, text, now_ms, redact))
-        key = None if redact else message.key
-        batch.unordered.append((self.names.deadletter, key, record, None))
-        batch.counts[message.topic, "deadlettered"] += 1
-        metrics.DEADLETTERS.labels(reason).inc()
+        batch.dead_letter(self.names.deadletter, message, reason, text, now_ms, redact)
 
 
 def register(app: faust.App, processor: AccountProcessor) -> None:

@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import faust
+import orjson
 from faust.streams import Stream
 from faust.types import EventT, TableT, TopicT
 
 from agents import metrics
+from agents.deadletters import dead_letter
 from schemas.state import MemberState, encode_state
 from tables.definitions import changelog_topic_name, write_local
 
@@ -47,6 +49,22 @@ class Batch:
 
     def change(self, table: str, partition: int, key: bytes, value: Any) -> None:
         self.changes.setdefault((table, partition), {})[key] = value
+
+    def dead_letter(
+        self,
+        topic: str,
+        message: Any,
+        reason: str,
+        text: str,
+        now_ms: int,
+        redact: bool = False,
+    ) -> None:
+        """Send ``message`` to the dead-letter ``topic`` with the reason (with the changelog
+        records: it depends on no state); ``redact`` leaves out its key and value."""
+        record = orjson.dumps(dead_letter(message, reason, text, now_ms, redact))
+        self.unordered.append((topic, None if redact else message.key, record, None))
+        self.counts[message.topic, "deadlettered"] += 1
+        metrics.DEADLETTERS.labels(reason).inc()
 
 
 class Committer:

@@ -18,12 +18,10 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
-import orjson
 
 from agents import metrics
 from agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
 from agents.batching import Batch, Committer, batched_agent
-from agents.deadletters import dead_letter
 from schemas.decode import InvalidEvent, decode_redemption, load_object
 from schemas.events import REDEMPTION_REQUEST
 from schemas.state import (
@@ -76,10 +74,12 @@ class RedemptionProcessor:
             try:
                 self._handle(message, batch, pending)
             except (InvalidEvent, saga.RejectedStationMessage) as error:
-                self._reject(batch, message, error.reason, error.message, now_ms)
+                batch.dead_letter(
+                    self.names.deadletter, message, error.reason, error.message, now_ms
+                )
             except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
                 text = f"{type(error).__name__}: {error}"
-                self._reject(batch, message, PROCESSING_ERROR, text, now_ms)
+                batch.dead_letter(self.names.deadletter, message, PROCESSING_ERROR, text, now_ms)
         output_acks = await self.committer.commit(batch)
         metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
         return output_acks
@@ -167,12 +167,6 @@ class RedemptionProcessor:
     def _send(self, batch: Batch, topic: str, steps: list[saga.Step]) -> None:
         batch.counts[topic, "processed"] += 1
         batch.outputs.extend(saga_message(self.settings, step) for step in steps)
-
-    def _reject(self, batch: Batch, message: Any, reason: str, text: str, now_ms: int) -> None:
-        record = orjson.dumps(dead_letter(message, reason, text, now_ms))
-        batch.unordered.append((self.names.deadletter, message.key, record, None))
-        batch.counts[message.topic, "deadlettered"] += 1
-        metrics.DEADLETTERS.labels(reason).inc()
 
 
 def register(app: faust.App, processor: RedemptionProcessor, catalog: CatalogView) -> None:

@@ -11,7 +11,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import SALE, MemberEvent, RedemptionStep, ReferralOutcome, Transaction
+from schemas.events import (
+    SALE,
+    MemberEvent,
+    RedemptionStep,
+    ReferralOutcome,
+    Transaction,
+)
 from schemas.outputs import (
     BIRTHDAY_BONUS,
     EXPIRY,
@@ -54,7 +60,7 @@ REDEMPTION_CANCELLED = "redemption_cancelled"
 _REDEMPTION_NOTICES = {
     saga_steps.CONFIRMED: REDEMPTION_CONFIRMED,
     saga_steps.REJECTED: REDEMPTION_REJECTED,
-    "cancelled": REDEMPTION_CANCELLED,
+    saga_steps.CANCELLED: REDEMPTION_CANCELLED,
 }
 
 

@@ -85,6 +85,14 @@ class TopicReader:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}; {counts}")
             self.poll()
 
+    def wait_for_members(self, topic: str, members: int, timeout: float, what: str) -> None:
+        """Poll until ``topic`` has records of ``members`` distinct members."""
+        self.wait_for(
+            lambda r: len({value["member_id"] for value in r.values(topic)}) >= members,
+            timeout,
+            what,
+        )
+
     def wait_for_end(self, timeout: float) -> None:
         """Poll until every partition of the topics is read up to its end offset of now."""
         consumer = self.consumer

@@ -85,13 +85,8 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
         occurred_at = datetime.now(UTC) - timedelta(hours=1)
         sales = [sale(member, index, occurred_at) for index, member in enumerate(members)]
         produce(kafka_bootstrap, settings.topics.transactions, sales)
-        reader.wait_for(
-            lambda r: (
-                len({reward["member_id"] for reward in r.values(settings.topics.rewards)})
-                >= MEMBERS
-            ),
-            timeout=90,
-            what="the reward event of every member's sale",
+        reader.wait_for_members(
+            settings.topics.rewards, MEMBERS, 90, "the reward event of every member's sale"
         )
         rewards = {reward["member_id"]: reward for reward in reader.values(settings.topics.rewards)}
         yield Cluster(settings, workers, rewards)

@@ -206,11 +206,7 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
             for member in members()
         ]
         produce(kafka_bootstrap, topics.transactions, sales)
-        reader.wait_for(
-            lambda r: len({e["member_id"] for e in r.values(topics.rewards)}) >= MEMBERS,
-            timeout=90,
-            what="every member's sale",
-        )
+        reader.wait_for_members(topics.rewards, MEMBERS, 90, "every member's sale")
         yield Cluster(settings, workers, reader)
     finally:
         reader.close()
