@@ -19,16 +19,26 @@ partition comes from the function that places members, a forwarded request is ne
 forwarded again, and whatever stands between a request and its owner's answer is a 503
 with ``Retry-After``.
 
+The URLs come from the group's metadata, which any client allowed to join the group can
+write, so forwarding trusts none of it (``streams.peers``): the request goes only to
+``scheme://host:port`` of an allowed host (``LOYALTY_PEER_HOSTS``), with a path and query
+rebuilt from the validated request, without following redirects; and the owner's answer is
+relayed only with a valid proof of the workers' shared ``LOYALTY_PEER_TOKEN``, else the
+answer is a 503. Without a token, forwarding is off.
+
 What to answer is decided by pure functions of the request, the member's stored value, the
 time and the worker's view of the assignment; the pages below only do the I/O.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from time import monotonic
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import faust
@@ -46,6 +56,18 @@ from streams.openapi import (
     UNKNOWN_MEMBER,
 )
 from streams.partitioning import owner_partition
+from streams.peers import (
+    NONCE_HEADER,
+    PROOF_HEADER,
+    SIGNATURE_HEADER,
+    PeerHosts,
+    answer_is_proven,
+    answer_proof,
+    new_nonce,
+    peer_base_url,
+    request_is_signed,
+    request_signature,
+)
 from streams.profile import (
     DEFAULT_LEDGER_LIMIT,
     MAX_LEDGER_LIMIT,
@@ -63,11 +85,15 @@ RETRY_AFTER_S = 1
 """Advised wait of a 503: a rebalance of a few workers settles within seconds."""
 FORWARD_TIMEOUT_S = 5.0
 """Longest wait for the owner's answer to a forwarded request."""
-FORWARDED_HEADER = "Loyalty-Forwarded-By"
-"""Request header of a forwarded request (the forwarding worker's URL): never forwarded
-again, so two workers with different views of the assignment cannot bounce a request."""
-_PASSED_HEADERS = ("Retry-After", OWNER_HEADER)
-"""Headers of the owner's answer that a forwarding worker passes on."""
+MAX_FORWARDED_BYTES = 4 * 1024 * 1024
+"""Largest owner's answer a forwarding worker reads (a member's state is far smaller)."""
+PASSED_HEADERS = ("Retry-After", OWNER_HEADER)
+"""Headers of the owner's answer that a forwarding worker passes on (and the proof
+covers)."""
+# A forwarded request carries ``streams.peers.NONCE_HEADER``: it is never forwarded again,
+# so two workers with different views of the assignment cannot bounce a request.
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -215,6 +241,54 @@ def route(partition: int, ownership: Ownership, forwarded: bool) -> ReadLocally 
     return Forward(owner_url)
 
 
+def member_target(member_id: str, suffix: str = "", limit: int | None = None) -> str:
+    """The request target (path and query, percent-encoded) of a member page, rebuilt from
+    the validated request: what a forwarding worker asks the owner for."""
+    query = "" if limit is None else f"?limit={limit}"
+    return f"/members/{quote(member_id, safe='')}{suffix}{query}"
+
+
+def forward_base(owner_url: str, peer_hosts: PeerHosts, peer_token: str) -> str | Answer:
+    """``scheme://host:port`` to forward a request to, or the 503 answer when forwarding is
+    off (no ``LOYALTY_PEER_TOKEN``) or the owner's advertised URL is not an allowed peer."""
+    if not peer_token:
+        return unavailable(
+            "another worker holds this member and forwarding between workers is off "
+            "(LOYALTY_PEER_TOKEN is not set)"
+        )
+    base = peer_base_url(owner_url, peer_hosts)
+    if base is None:
+        return unavailable(
+            "the owner of this member advertises a URL this worker does not forward to "
+            "(not http or https, or a host not in LOYALTY_PEER_HOSTS)"
+        )
+    return base
+
+
+def relayed_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers a forwarding worker passes on, in ``PASSED_HEADERS`` order (``""``
+    for an absent one): what the owner's proof covers."""
+    return [(name, headers.get(name, "")) for name in PASSED_HEADERS]
+
+
+def unproven_answer(
+    peer_token: str,
+    nonce: str,
+    base: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> Answer | None:
+    """None when the answer of the owner at ``base`` to the request of ``nonce`` carries a
+    valid proof; otherwise the 503 to answer instead of it."""
+    relayed = relayed_headers(headers)
+    if answer_is_proven(peer_token, nonce, status, relayed, body, headers.get(PROOF_HEADER)):
+        return None
+    return unavailable(
+        f"the owner at {base} did not prove the workers' shared token (LOYALTY_PEER_TOKEN)"
+    )
+
+
 def current_ownership(app: faust.App, table: TableT) -> Ownership:
     """What the assignor of this worker knows of ``table``'s partitions."""
     topic = table.changelog_topic.get_topic_name()
@@ -230,61 +304,127 @@ def current_ownership(app: faust.App, table: TableT) -> Ownership:
     )
 
 
+class _ThrottledWarning:
+    """Logs a warning at most once per ``interval`` seconds, with the count it held back:
+    a rogue group member must not flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.held_back = 0
+
+    def __call__(self, message: str, *args: Any) -> None:
+        now = monotonic()
+        if now < self.next_at:
+            self.held_back += 1
+            return
+        held_back, self.held_back, self.next_at = self.held_back, 0, now + self.interval
+        log.warning(message + " (%d similar warnings held back)", *args, held_back)
+
+
 def register(
     app: faust.App, settings: Settings, program: Program, table: TableT, clock: Clock
 ) -> None:
     """The member pages; ``table`` is ``member_to_state``, ``clock`` gives the time the
     profile's day-dependent figures are computed for."""
+    peer_hosts = PeerHosts.parse(settings.peer_hosts)
+    peer_token = settings.peer_token
+    warn = _ThrottledWarning()
 
-    def respond(view: Any, answer: Answer) -> Any:
+    def respond(view: Any, answer: Answer, proof_nonce: str | None = None) -> Any:
+        """The answer; with its proof when it answers a signed forwarded request."""
+        body = orjson.dumps(answer.body)
+        headers = dict(answer.headers)
+        if proof_nonce is not None:
+            relayed = relayed_headers(headers)
+            headers[PROOF_HEADER] = answer_proof(
+                peer_token, proof_nonce, answer.status, relayed, body
+            )
         return view.bytes(
-            orjson.dumps(answer.body),
-            content_type="application/json",
-            status=answer.status,
-            headers=dict(answer.headers),
+            body, content_type="application/json", status=answer.status, headers=headers
         )
 
-    async def forward(view: Any, request: Any, owner_url: str) -> Any:
-        # raw_path keeps the path's percent-encoding (a "/" in an id) and the query.
-        target = URL(owner_url.rstrip("/") + request.raw_path, encoded=True)
+    async def read_limited(response: aiohttp.ClientResponse) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > MAX_FORWARDED_BYTES:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def forward(view: Any, owner_url: str, target: str) -> Any:
+        base = forward_base(owner_url, peer_hosts, peer_token)
+        if isinstance(base, Answer):
+            if peer_token:
+                warn("not forwarding to %r: not an allowed peer (LOYALTY_PEER_HOSTS)", owner_url)
+            return respond(view, base)
+        nonce = new_nonce()
+        headers = {
+            NONCE_HEADER: nonce,
+            SIGNATURE_HEADER: request_signature(peer_token, nonce, "GET", target),
+        }
         try:
             async with app.http_client.get(
-                target,
-                headers={FORWARDED_HEADER: settings.advertised_url},
+                # encoded: the target is sent exactly as signed.
+                URL(base + target, encoded=True),
+                headers=headers,
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
             ) as response:
-                body = await response.read()
-                headers = {
-                    name: response.headers[name]
-                    for name in _PASSED_HEADERS
-                    if name in response.headers
-                }
-                return view.bytes(
-                    body,
-                    content_type=response.content_type,
-                    status=response.status,
-                    headers=headers,
-                )
+                body = await read_limited(response)
+                status, owner_headers = response.status, response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = type(exc).__name__
-            return respond(
-                view, unavailable(f"the owner at {owner_url} did not answer ({failure})")
-            )
+            return respond(view, unavailable(f"the owner at {base} did not answer ({failure})"))
+        if body is None:
+            refused = unavailable(f"the owner at {base} answered more than {MAX_FORWARDED_BYTES} B")
+        else:
+            unproven = unproven_answer(peer_token, nonce, base, status, owner_headers, body)
+            if unproven is None:
+                passed = {name: value for name, value in relayed_headers(owner_headers) if value}
+                return view.bytes(
+                    body, content_type="application/json", status=status, headers=passed
+                )
+            refused = unproven
+        warn("not relaying the answer of %s: %s", base, refused.body["message"])
+        return respond(view, refused)
 
     async def serve(
-        view: Any, request: Any, member_id: str, answer_for: Callable[[bytes | None], Answer]
+        view: Any,
+        request: Any,
+        member_id: str,
+        target: str,
+        answer_for: Callable[[bytes | None], Answer],
     ) -> Any:
         """Answer from this worker's table, or by forwarding to the member's owner."""
+        nonce = request.headers.get(NONCE_HEADER)
+        if nonce is not None and not request_is_signed(
+            peer_token,
+            nonce,
+            request.method,
+            request.raw_path,
+            request.headers.get(SIGNATURE_HEADER),
+        ):
+            warn("refused a forwarded request with an invalid signature from %s", request.remote)
+            return respond(
+                view,
+                unavailable(
+                    "this worker could not verify the forwarded request's signature "
+                    "(the workers' LOYALTY_PEER_TOKEN differ)"
+                ),
+            )
         key = member_id.encode()
         partition = owner_partition(key, settings.partitions)
-        where = route(partition, current_ownership(app, table), FORWARDED_HEADER in request.headers)
+        where = route(partition, current_ownership(app, table), forwarded=nonce is not None)
         if isinstance(where, Answer):
-            return respond(view, where)
+            return respond(view, where, nonce)
         if isinstance(where, Forward):
-            return await forward(view, request, where.owner_url)
+            return await forward(view, where.owner_url, target)
         answer = answer_for(read(table, partition, key))
         owner = {**answer.headers, OWNER_HEADER: settings.advertised_url}
-        return respond(view, Answer(answer.status, answer.body, owner))
+        return respond(view, Answer(answer.status, answer.body, owner), nonce)
 
     @app.page("/members/{member_id}")
     async def get_member_profile(view: Any, request: Any, member_id: str) -> Any:
@@ -295,6 +435,7 @@ def register(
             view,
             request,
             member_id,
+            member_target(member_id),
             lambda value: profile_answer(member_id, value, program, clock()),
         )
 
@@ -304,7 +445,11 @@ def register(
         if isinstance(limit, Answer):
             return respond(view, limit)
         return await serve(
-            view, request, member_id, lambda value: ledger_answer(member_id, value, limit)
+            view,
+            request,
+            member_id,
+            member_target(member_id, "/ledger", limit),
+            lambda value: ledger_answer(member_id, value, limit),
         )
 
     @app.page("/members/{member_id}/redemptions")
@@ -313,5 +458,9 @@ def register(
         if malformed is not None:
             return respond(view, malformed)
         return await serve(
-            view, request, member_id, lambda value: redemptions_answer(member_id, value)
+            view,
+            request,
+            member_id,
+            member_target(member_id, "/redemptions"),
+            lambda value: redemptions_answer(member_id, value),
         )

@@ -43,8 +43,17 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         # What this worker advertises to the others in the group's assignment metadata:
         # they forward member requests there (agents.profiles).
         canonical_url=settings.advertised_url,
+        # Faust's own pages read any table key (/table), list the workers (/router) or the
+        # worker's internals: none is served (agents.web also 404s any page not ours).
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        web_application_options={"middlewares": [web.guard]},
         autodiscover=False,
     )
+    faust_patches.time_out_http_connections(app, settings.http_timeout_s)
     topics = declare_topics(app, settings)
     tables = define_tables(app, settings)
     # This worker's copy of the whole catalog and of every reward's reserved stock, kept

@@ -1,5 +1,6 @@
 """Fixes for faust-streaming 0.15.3: input lost or stalled after a worker restart (1-3),
-changelog recovery too slow (4), deliveries stalled by a fetch wait (5).
+changelog recovery too slow (4), deliveries stalled by a fetch wait (5), HTTP connections
+never timed out (6).
 
 1-3 were found by the restart tests (a worker SIGKILLed mid-stream, then restarted) and
 checked with a loop of such restarts; remove them when upstream has them.
@@ -48,6 +49,14 @@ broker holds it for the full 1.5 s, and records arriving on the busy partitions 
 it. Measured here at 1,000 transactions/s: deliveries stalled for about a second every
 two, p50 latency 1.4 s with the worker at 45% of a core; with 20 ms, p50 30 ms. The wait
 comes from ``LOYALTY_FETCH_MAX_WAIT_MS``.
+
+6. HTTP connections never time out. Faust creates its aiohttp ``AppRunner`` with aiohttp's
+defaults and no setting to change them: an idle connection is kept 3,630 s (aiohttp 3.14;
+its keep-alive timer starts with the connection, so this is also how long a client may
+take to send its request line and headers, one byte at a time if it likes), and a body
+the page did not read is drained for 10 s. Measured before the fix: a connection that
+sent half a request line stayed open. ``time_out_http_connections`` gives the app's web
+server a runner with the same arguments plus both limits (``LOYALTY_HTTP_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ import asyncio
 from time import monotonic
 from typing import Any
 
+import faust
+from aiohttp.web import AppRunner
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
@@ -227,3 +238,13 @@ def apply(fetch_max_wait_ms: int) -> None:
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
     Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+
+
+def time_out_http_connections(app: faust.App, timeout_s: float) -> None:
+    """Close the connections of ``app``'s web server that stay idle, or take longer to send
+    a request, than ``timeout_s`` (fix 6); call before the server starts."""
+    web: Any = app.web
+    # As faust.web.drivers.aiohttp.Web.__init__ builds it, plus the two limits.
+    web._runner = AppRunner(
+        web.web_app, access_log=None, keepalive_timeout=timeout_s, lingering_time=timeout_s
+    )

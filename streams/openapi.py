@@ -21,6 +21,8 @@ INVALID_LIMIT = "invalid_limit"
 UNKNOWN_MEMBER = "unknown_member"
 OWNER_UNAVAILABLE = "owner_unavailable"
 CATALOG_LOADING = "catalog_loading"
+NOT_FOUND = "not_found"
+INVALID_REQUEST_TARGET = "invalid_request_target"
 
 OWNER_HEADER = "Loyalty-Owner"
 """Response header: the URL of the worker that read the member from its table."""
@@ -60,6 +62,8 @@ _ERROR = _object(
                 UNKNOWN_MEMBER,
                 OWNER_UNAVAILABLE,
                 CATALOG_LOADING,
+                NOT_FOUND,
+                INVALID_REQUEST_TARGET,
             ],
             "description": "What went wrong, for programs.",
         },
@@ -303,7 +307,11 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "description": "Served by every worker on `LOYALTY_WEB_PORT`. A member request "
         "may be sent to any worker: the worker owning the member's partition answers it "
         "(the others forward the request to it). During a rebalance, while the owner is "
-        "not known, the answer is 503 with `Retry-After`.",
+        "not known, the answer is 503 with `Retry-After`. A path not described here "
+        f"answers 404 `{NOT_FOUND}`, and a request line whose target is not a path "
+        f"(`GET http://host/...`) 400 `{INVALID_REQUEST_TARGET}`. A connection is closed "
+        "when its client takes longer than `LOYALTY_HTTP_TIMEOUT_S` to send a whole "
+        "request.",
     },
     "paths": {
         "/members/{member_id}": {

@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROGRAM = REPO_ROOT / "program" / "default.toml"
+DEFAULT_PEER_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,18 @@ class Settings:
     for it, so this bounds the added latency; a lower value costs more fetches when idle."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
+    peer_hosts: tuple[str, ...] = DEFAULT_PEER_HOSTS
+    """``LOYALTY_PEER_HOSTS``: the only hosts a worker forwards member requests to,
+    comma-separated host names, IP addresses or IP networks (``10.0.0.0/8``); default
+    ``127.0.0.1,localhost,::1``. A Docker or Kubernetes deployment lists its workers' names
+    (or their network): the host of each worker's ``LOYALTY_WEB_URL``."""
+    peer_token: str = field(default="", repr=False)
+    """``LOYALTY_PEER_TOKEN``: secret shared by the workers of a group; a forwarded answer is
+    relayed only if its worker proves it. Empty (the default): no forwarding, a worker
+    answers 503 for members another worker holds. At least 32 random characters."""
+    http_timeout_s: float = 10.0
+    """``LOYALTY_HTTP_TIMEOUT_S``: an HTTP connection is closed when its client takes longer
+    than this to send a whole request (from the connection or the previous answer on)."""
     topics: TopicNames = field(default_factory=TopicNames)
 
     @property
@@ -126,6 +139,10 @@ def _topic_names(env: dict[str, str]) -> TopicNames:
             for name in TopicNames.__dataclass_fields__
         }
     )
+
+
+def _host_list(text: str) -> tuple[str, ...]:
+    return tuple(host.strip() for host in text.split(",") if host.strip())
 
 
 def from_env(env: dict[str, str] | None = None) -> Settings:
@@ -149,6 +166,11 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
         fetch_max_wait_ms=int(env.get("LOYALTY_FETCH_MAX_WAIT_MS", defaults.fetch_max_wait_ms)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
+        peer_hosts=_host_list(env["LOYALTY_PEER_HOSTS"])
+        if "LOYALTY_PEER_HOSTS" in env
+        else defaults.peer_hosts,
+        peer_token=env.get("LOYALTY_PEER_TOKEN", defaults.peer_token),
+        http_timeout_s=float(env.get("LOYALTY_HTTP_TIMEOUT_S", defaults.http_timeout_s)),
         topics=_topic_names(env),
     )
 
@@ -172,6 +194,9 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
         "LOYALTY_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "LOYALTY_LOG_LEVEL": settings.log_level,
+        "LOYALTY_PEER_HOSTS": ",".join(settings.peer_hosts),
+        "LOYALTY_PEER_TOKEN": settings.peer_token,
+        "LOYALTY_HTTP_TIMEOUT_S": str(settings.http_timeout_s),
     }
     for name in TopicNames.__dataclass_fields__:
         env[f"LOYALTY_TOPIC_{name.upper()}"] = getattr(settings.topics, name)

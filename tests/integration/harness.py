@@ -3,6 +3,7 @@ requests to workers, and waiting for the consumer group."""
 
 from __future__ import annotations
 
+import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +39,8 @@ def isolated_settings(bootstrap: str, tmp_path: Path, partitions: int = 4) -> Se
         topics=topics,
         log_level="info",
         daily_cron="",  # tests drive the daily jobs themselves, by date
+        # The workers of a test share it, so they forward member requests to each other.
+        peer_token=secrets.token_hex(32),
     )
 
 

@@ -18,15 +18,20 @@ from agents.profiles import (
     Forward,
     Ownership,
     ReadLocally,
+    forward_base,
     ledger_answer,
     ledger_limit,
     ledger_request,
     malformed_member_id,
+    member_target,
     profile_answer,
+    relayed_headers,
     route,
+    unproven_answer,
 )
 from schemas.state import MemberState, encode_state
 from streams.openapi import OPENAPI_DOCUMENT
+from streams.peers import PROOF_HEADER, PeerHosts, answer_proof, new_nonce
 from streams.profile import MAX_LEDGER_LIMIT, member_profile
 from streams.rewards import render_transaction
 from tables.accounts import apply_transaction, remember_ledger
@@ -160,6 +165,68 @@ def test_a_request_is_503_with_retry_after_while_its_owner_is_unknown(
     assert answer.body["error"] == "owner_unavailable"
     assert answer.headers == {"Retry-After": str(RETRY_AFTER_S)}
     conforms(answer.body, "Error")
+
+
+# --- forwarding -----------------------------------------------------------------------------
+
+PEERS = PeerHosts.parse(["127.0.0.1", "localhost"])
+TOKEN = "k" * 64
+
+
+@pytest.mark.parametrize(
+    ("member_id", "suffix", "limit", "target"),
+    [
+        ("member-1", "", None, "/members/member-1"),
+        ("a/b", "/ledger", 5, "/members/a%2Fb/ledger?limit=5"),
+        ("José ?#&", "/redemptions", None, "/members/Jos%C3%A9%20%3F%23%26/redemptions"),
+    ],
+)
+def test_a_forwarded_request_is_rebuilt_from_the_validated_one(member_id, suffix, limit, target):
+    assert member_target(member_id, suffix, limit) == target
+
+
+def test_a_request_is_forwarded_to_the_owners_scheme_host_and_port_only():
+    assert (
+        forward_base("http://127.0.0.1:7001/anything?q=", PEERS, TOKEN) == "http://127.0.0.1:7001"
+    )
+
+
+@pytest.mark.parametrize(
+    ("owner_url", "token"),
+    [
+        ("http://127.0.0.1:7001", ""),  # no shared token: forwarding is off
+        ("http://10.9.9.9:7001", TOKEN),  # not an allowed peer
+        ("gopher://127.0.0.1:70", TOKEN),
+    ],
+)
+def test_without_a_token_or_an_allowed_owner_the_answer_is_503_and_nothing_is_fetched(
+    owner_url, token
+):
+    answer = forward_base(owner_url, PEERS, token)
+    assert isinstance(answer, Answer)
+    assert (answer.status, answer.body["error"]) == (503, "owner_unavailable")
+    assert answer.headers == {"Retry-After": str(RETRY_AFTER_S)}
+    conforms(answer.body, "Error")
+
+
+def test_only_an_answer_with_the_owners_proof_is_relayed():
+    nonce = new_nonce()
+    body = b'{"member_id":"m","balance":180}'
+    headers = {"Loyalty-Owner": "http://127.0.0.1:7001", "Content-Type": "application/json"}
+    proof = answer_proof(TOKEN, nonce, 200, relayed_headers(headers), body)
+    base = "http://127.0.0.1:7001"
+    assert unproven_answer(TOKEN, nonce, base, 200, {**headers, PROOF_HEADER: proof}, body) is None
+    forged = b'{"member_id":"m","balance":999999}'
+    for status, answer_headers, answer_body in (
+        (200, headers, body),  # no proof
+        (200, {**headers, PROOF_HEADER: proof}, forged),
+        (200, {**headers, PROOF_HEADER: proof, "Retry-After": "1"}, body),
+        (302, {**headers, PROOF_HEADER: proof, "Location": "http://x/"}, body),
+    ):
+        refused = unproven_answer(TOKEN, nonce, base, status, answer_headers, answer_body)
+        assert refused is not None
+        assert (refused.status, refused.body["error"]) == (503, "owner_unavailable")
+        assert refused.headers == {"Retry-After": str(RETRY_AFTER_S)}
 
 
 # --- the OpenAPI document -------------------------------------------------------------------

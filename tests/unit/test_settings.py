@@ -46,3 +46,21 @@ def test_advertised_url_names_the_host_when_binding_every_interface():
     assert everywhere == f"http://{socket.gethostname()}:7000"
     explicit = Settings(web_host="0.0.0.0", web_url="http://worker-2:6066")
     assert explicit.advertised_url == "http://worker-2:6066"
+
+
+def test_peer_and_http_settings():
+    settings = from_env(
+        {
+            "LOYALTY_PEER_HOSTS": " worker-1, worker-2 ,,10.0.0.0/8",
+            "LOYALTY_PEER_TOKEN": "s3cret-token",
+            "LOYALTY_HTTP_TIMEOUT_S": "2.5",
+        }
+    )
+    assert settings.peer_hosts == ("worker-1", "worker-2", "10.0.0.0/8")
+    assert settings.peer_token == "s3cret-token"
+    assert settings.http_timeout_s == 2.5
+    assert "s3cret" not in repr(settings)  # settings may be logged; the token is not
+    assert from_env(to_env(settings)) == settings
+    defaults = Settings()
+    assert defaults.peer_hosts == ("127.0.0.1", "localhost", "::1")
+    assert (defaults.peer_token, defaults.http_timeout_s) == ("", 10.0)
