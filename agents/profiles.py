@@ -304,22 +304,23 @@ def current_ownership(app: faust.App, table: TableT) -> Ownership:
     )
 
 
-class _ThrottledWarning:
-    """Logs a warning at most once per ``interval`` seconds, with the count it held back:
-    a rogue group member must not flood the log."""
+class _ThrottledWarnings:
+    """Logs each warning at most once per ``interval`` seconds, with the count it held
+    back: a rogue group member must not flood the log."""
 
     def __init__(self, interval: float = 10.0) -> None:
         self.interval = interval
-        self.next_at = 0.0
-        self.held_back = 0
+        self.next_at: dict[str, float] = {}
+        self.held_back: dict[str, int] = {}
 
     def __call__(self, message: str, *args: Any) -> None:
         now = monotonic()
-        if now < self.next_at:
-            self.held_back += 1
+        if now < self.next_at.get(message, 0.0):
+            self.held_back[message] = self.held_back.get(message, 0) + 1
             return
-        held_back, self.held_back, self.next_at = self.held_back, 0, now + self.interval
-        log.warning(message + " (%d similar warnings held back)", *args, held_back)
+        self.next_at[message] = now + self.interval
+        held_back = self.held_back.pop(message, 0)
+        log.warning(message + " (%d more held back)", *args, held_back)
 
 
 def register(
@@ -329,7 +330,7 @@ def register(
     profile's day-dependent figures are computed for."""
     peer_hosts = PeerHosts.parse(settings.peer_hosts)
     peer_token = settings.peer_token
-    warn = _ThrottledWarning()
+    warn = _ThrottledWarnings()
 
     def respond(view: Any, answer: Answer, proof_nonce: str | None = None) -> Any:
         """The answer; with its proof when it answers a signed forwarded request."""
