@@ -82,12 +82,15 @@ def _catalog(args: argparse.Namespace) -> int:
 def _kafka(args: argparse.Namespace) -> int:
     from localkafka import broker
 
+    if args.action == "acls":
+        return _kafka_acls(args)
     data_dir = Path(args.data_dir)
     if args.action == "install":
         print(broker.install())
         return 0
     if args.action == "start":
-        status = broker.start(port=args.port, data_dir=data_dir)
+        users = broker.LOCAL_SASL_USERS if args.sasl else None
+        status = broker.start(port=args.port, data_dir=data_dir, sasl_users=users)
     elif args.action == "stop":
         stopped = broker.stop(data_dir=data_dir)
         print("stopped" if stopped else "not running")
@@ -95,10 +98,43 @@ def _kafka(args: argparse.Namespace) -> int:
     else:
         status = broker.status(data_dir=data_dir)
     if status.running:
-        print(f"running: bootstrap={status.bootstrap} pid={status.pid} data_dir={data_dir}")
+        sasl = " sasl=PLAIN" if status.sasl else ""
+        print(f"running: bootstrap={status.bootstrap} pid={status.pid} data_dir={data_dir}{sasl}")
         return 0
     print(f"not running (data_dir={data_dir})")
     return 0 if args.action == "status" else 1
+
+
+def _kafka_acls(args: argparse.Namespace) -> int:
+    from streams.acls import AclError, Principals, acl_plan, apply_plan
+
+    settings = from_env()
+    try:
+        principals = Principals(
+            worker=args.worker_principal,
+            pos=args.pos_principal,
+            station=args.station_principal,
+            crm=args.crm_principal,
+            operator=args.operator_principal,
+            reader=args.reader_principal,
+            reader_group=args.reader_group,
+        )
+    except ValueError as error:
+        print(f"loyalty kafka acls: {error}", file=sys.stderr)
+        return 2
+    plan = acl_plan(settings, principals)
+    for grant in plan:
+        print(grant)
+    if not args.apply:
+        print(f"{len(plan)} ACLs planned; --apply creates them on {settings.kafka_bootstrap}")
+        return 0
+    try:
+        created = apply_plan(settings, plan)
+    except AclError as error:
+        print(f"loyalty kafka acls: {error}", file=sys.stderr)
+        return 1
+    print(f"{len(created)} ACLs created, {len(plan) - len(created)} already present")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -158,10 +194,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     catalog_load.add_argument("file", help="the catalog file, e.g. program/catalog.toml")
 
-    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft)")
-    kafka.add_argument("action", choices=["start", "stop", "status", "install"])
-    kafka.add_argument("--port", type=int, default=9092)
-    kafka.add_argument("--data-dir", default=".local/kafka")
+    kafka = commands.add_parser(
+        "kafka", help="a local single-node Kafka broker (KRaft), and the engine's ACLs"
+    )
+    kafka_actions = kafka.add_subparsers(dest="action", required=True)
+    local_broker = argparse.ArgumentParser(add_help=False)
+    local_broker.add_argument("--port", type=int, default=9092)
+    local_broker.add_argument("--data-dir", default=".local/kafka")
+    kafka_start = kafka_actions.add_parser(
+        "start", parents=[local_broker], help="start the local broker (no-op if running)"
+    )
+    kafka_start.add_argument(
+        "--sasl",
+        action="store_true",
+        help="SASL/PLAIN listener and ACLs (users admin, worker, pos, station, crm, operator, "
+        "notifications; password <user>-secret; admin is the super user)",
+    )
+    for action, help_text in (
+        ("stop", "stop the local broker"),
+        ("status", "is the local broker running, and where"),
+        ("install", "fetch the broker jars into the cache"),
+    ):
+        kafka_actions.add_parser(action, parents=[local_broker], help=help_text)
+    acls = kafka_actions.add_parser(
+        "acls",
+        help="print (or --apply) the ACLs that keep internal topics to the workers",
+        description="Print the Kafka ACLs of the engine, one line per grant: only the "
+        "workers write the internal and output topics, the POS principal writes transactions, "
+        "the station principal redemptions, the CRM principal members, the operator the "
+        "catalog and the daily commands; a downstream reader reads the outputs. With --apply, "
+        "create the missing ones on LOYALTY_KAFKA_BOOTSTRAP, logged in with "
+        "LOYALTY_KAFKA_SECURITY_PROTOCOL / LOYALTY_KAFKA_SASL_* as a super user (running it "
+        "twice is fine; nothing is deleted). See ops/README.md, 'Kafka ACLs'.",
+    )
+    acls.add_argument("--apply", action="store_true", help="create the missing ACLs")
+    for role, default in (
+        ("worker", "User:worker"),
+        ("pos", "User:pos"),
+        ("station", "User:station"),
+        ("crm", "User:crm"),
+        ("operator", "User:operator"),
+        ("reader", "User:notifications"),
+    ):
+        acls.add_argument(f"--{role}-principal", default=default, help=f"default {default}")
+    acls.add_argument("--reader-group", default="notifications", help="the reader's consumer group")
 
     demo = commands.add_parser("demo", help="local broker + worker + POS simulator, live")
     demo.add_argument("--port", type=int, default=9092, help="port of the local broker")

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,9 +20,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from kafka import KafkaAdminClient
 
@@ -35,6 +37,27 @@ _DEFAULT_DATA_DIR = Path(".local/kafka")
 _HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.2
 _TAIL_LINES = 40
+
+# The user names and passwords of the SASL/PLAIN listener of a broker started with
+# ``sasl_users`` (``loyalty kafka start --sasl``): one principal per role of the ACL plan
+# (``streams.acls``). ``admin`` is the super user; the broker authenticates as ``admin`` to
+# itself and to its controller. Local and test use only: the passwords are in this file.
+LOCAL_SASL_USERS: Mapping[str, str] = MappingProxyType(
+    {
+        "admin": "admin-secret",
+        "worker": "worker-secret",
+        "pos": "pos-secret",
+        "station": "station-secret",
+        "crm": "crm-secret",
+        "operator": "operator-secret",
+        "notifications": "notifications-secret",
+    }
+)
+SASL_ADMIN = "admin"
+# Written inside a JAAS option between double quotes: no quote, backslash or semicolon.
+_SASL_CREDENTIAL = re.compile(r"[A-Za-z0-9._-]+")
+_PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+_STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 # Brokers launched by this Python process, kept so they can be reaped (no zombies, no
 # "subprocess still running" warnings) and so that an early exit is noticed at once.
@@ -54,6 +77,8 @@ class BrokerStatus:
     port: int | None
     bootstrap: str | None
     data_dir: Path
+    sasl: bool = False
+    """Clients authenticate with SASL/PLAIN (``SASL_PLAINTEXT``) and ACLs apply."""
 
 
 def kafka_home() -> Path:
@@ -115,7 +140,10 @@ def install(home: Path | None = None) -> Path:
 
 
 def start(
-    port: int = 9092, data_dir: Path = _DEFAULT_DATA_DIR, timeout: float = 90.0
+    port: int = 9092,
+    data_dir: Path = _DEFAULT_DATA_DIR,
+    timeout: float = 90.0,
+    sasl_users: Mapping[str, str] | None = None,
 ) -> BrokerStatus:
     """Start a broker on ``127.0.0.1:<port>`` keeping its files in ``data_dir``.
 
@@ -123,11 +151,21 @@ def start(
     broker answers a metadata request. If the broker of ``data_dir`` is already running, this
     is a no-op that returns its status (its port may then differ from ``port``).
 
-    Raises ``BrokerError`` if the port is taken by another process, or if the broker exits or
-    is not ready within ``timeout`` seconds (the message then ends with the broker log tail).
+    With ``sasl_users`` (user name to password, e.g. :data:`LOCAL_SASL_USERS`; it must hold
+    ``admin``), clients must authenticate with SASL/PLAIN over ``SASL_PLAINTEXT``, and the
+    StandardAuthorizer allows nothing that no ACL grants, except to the super user
+    ``User:admin`` (``allow.everyone.if.no.acl.found=false``). Without it the broker is
+    open (PLAINTEXT, no authorizer).
+
+    Raises ``BrokerError`` if the port is taken by another process, if the running broker of
+    ``data_dir`` was started with another security setup, or if the broker exits or is not
+    ready within ``timeout`` seconds (the message then ends with the broker log tail).
     """
     data_dir = data_dir.resolve()
     deadline = time.monotonic() + timeout
+    if sasl_users is not None:
+        _check_sasl_users(sasl_users)
+    probe = _probe_options(sasl_users)
     libs = install()
     current = status(data_dir)
     if current.running:
@@ -136,7 +174,13 @@ def start(
                 f"a Kafka broker (pid {current.pid}) runs from {data_dir} but its state file "
                 "is missing; stop it first"
             )
-        _wait_ready(current.bootstrap, deadline)
+        if current.sasl != (sasl_users is not None):
+            running = "with" if current.sasl else "without"
+            raise BrokerError(
+                f"the Kafka broker of {data_dir} (pid {current.pid}) runs {running} SASL; "
+                "stop it first"
+            )
+        _wait_ready(current.bootstrap, deadline, options=probe)
         return current
     if not _port_is_free(port):
         raise BrokerError(f"port {port} on {_HOST} is already in use by another process")
@@ -145,7 +189,7 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True)
     controller_port = _controller_port(data_dir, port)
     properties = data_dir / "server.properties"
-    properties.write_text(_server_properties(port, controller_port, data_dir / "logs"))
+    properties.write_text(_server_properties(port, controller_port, data_dir / "logs", sasl_users))
     if not (data_dir / "logs" / "meta.properties").exists():
         _format_storage(java, libs, properties)
 
@@ -161,16 +205,22 @@ def start(
         )
     _launched[process.pid] = process
     _pid_file(data_dir).write_text(f"{process.pid}\n")
-    state = {"port": port, "controller_port": controller_port, "kafka_version": KAFKA_VERSION}
+    sasl = sasl_users is not None
+    state = {
+        "port": port,
+        "controller_port": controller_port,
+        "kafka_version": KAFKA_VERSION,
+        "sasl": sasl,
+    }
     _state_file(data_dir).write_text(json.dumps(state) + "\n")
 
     bootstrap = f"{_HOST}:{port}"
     try:
-        _wait_ready(bootstrap, deadline, alive=lambda: process.poll() is None)
+        _wait_ready(bootstrap, deadline, alive=lambda: process.poll() is None, options=probe)
     except BrokerError as error:
         stop(data_dir, timeout=10.0)
         raise BrokerError(f"{error}\n--- tail of {log_file} ---\n{_tail_file(log_file)}") from None
-    return BrokerStatus(True, process.pid, port, bootstrap, data_dir)
+    return BrokerStatus(True, process.pid, port, bootstrap, data_dir, sasl)
 
 
 def stop(data_dir: Path = _DEFAULT_DATA_DIR, timeout: float = 30.0) -> bool:
@@ -196,10 +246,12 @@ def status(data_dir: Path = _DEFAULT_DATA_DIR) -> BrokerStatus:
     pid = _running_pid(data_dir)
     if pid is None:
         return BrokerStatus(False, None, None, None, data_dir)
-    port = _read_state(data_dir).get("port")
+    state = _read_state(data_dir)
+    port = state.get("port")
+    sasl = state.get("sasl") is True
     if not isinstance(port, int):
-        return BrokerStatus(True, pid, None, None, data_dir)
-    return BrokerStatus(True, pid, port, f"{_HOST}:{port}", data_dir)
+        return BrokerStatus(True, pid, None, None, data_dir, sasl)
+    return BrokerStatus(True, pid, port, f"{_HOST}:{port}", data_dir, sasl)
 
 
 def free_port() -> int:
@@ -210,12 +262,25 @@ def free_port() -> int:
         return port
 
 
-def wait_until_ready(bootstrap: str, timeout: float) -> None:
-    """Block until the broker at ``bootstrap`` answers a metadata request.
+def wait_until_ready(
+    bootstrap: str, timeout: float, sasl_users: Mapping[str, str] | None = None
+) -> None:
+    """Block until the broker at ``bootstrap`` answers a metadata request (as ``admin`` of
+    ``sasl_users`` over SASL/PLAIN if given).
 
     Raises ``BrokerError`` if it does not within ``timeout`` seconds.
     """
-    _wait_ready(bootstrap, time.monotonic() + timeout)
+    _wait_ready(bootstrap, time.monotonic() + timeout, options=_probe_options(sasl_users))
+
+
+def sasl_client_options(username: str, password: str) -> dict[str, str]:
+    """kafka-python client options that log in to a ``sasl_users`` broker as ``username``."""
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": username,
+        "sasl_plain_password": password,
+    }
 
 
 # --- installation -------------------------------------------------------------------------
@@ -247,7 +312,9 @@ def _java_command(java: str, libs: Path) -> list[str]:
 # --- broker configuration and storage -------------------------------------------------------
 
 
-def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+def _server_properties(
+    port: int, controller_port: int, log_dir: Path, sasl_users: Mapping[str, str] | None = None
+) -> str:
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -266,8 +333,57 @@ def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
         # Dead letters can carry a 1 MB original payload, base64-encoded.
         "message.max.bytes": "4194304",
     }
+    if sasl_users is not None:
+        settings.update(_sasl_properties(port, controller_port, sasl_users))
     lines = [f"{key}={value}" for key, value in settings.items()]
     return "# Written by localkafka/broker.py on every start.\n" + "\n".join(lines) + "\n"
+
+
+def _sasl_properties(
+    port: int, controller_port: int, sasl_users: Mapping[str, str]
+) -> dict[str, str]:
+    """SASL/PLAIN on both listeners, and the StandardAuthorizer with ``admin`` as super user.
+
+    The controller listener authenticates too: in KRaft a client may send admin requests
+    (CreateAcls among them) straight to a controller, so an unauthenticated controller
+    listener would need ``User:ANONYMOUS`` as a super user, which would let anyone on this
+    host grant themselves anything. The broker logs in to it (and to itself, the
+    inter-broker listener) as ``admin``.
+    """
+    password = sasl_users[SASL_ADMIN]
+    users = " ".join(f'user_{name}="{secret}"' for name, secret in sasl_users.items())
+    jaas = f'{_PLAIN_LOGIN_MODULE} required username="{SASL_ADMIN}" password="{password}" {users};'
+    return {
+        "listeners": f"SASL_PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{_HOST}:{port}",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "listener.name.controller.plain.sasl.jaas.config": jaas,
+        "authorizer.class.name": _STANDARD_AUTHORIZER,
+        "super.users": f"User:{SASL_ADMIN}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def _check_sasl_users(sasl_users: Mapping[str, str]) -> None:
+    if SASL_ADMIN not in sasl_users:
+        raise BrokerError(f"sasl_users must include the super user {SASL_ADMIN!r}")
+    for name, secret in sasl_users.items():
+        if not (_SASL_CREDENTIAL.fullmatch(name) and _SASL_CREDENTIAL.fullmatch(secret)):
+            raise BrokerError(
+                f"SASL user {name!r}: names and passwords may hold only letters, digits, "
+                "'.', '_' and '-'"
+            )
+
+
+def _probe_options(sasl_users: Mapping[str, str] | None) -> dict[str, str]:
+    if sasl_users is None:
+        return {}
+    return sasl_client_options(SASL_ADMIN, sasl_users[SASL_ADMIN])
 
 
 def _controller_port(data_dir: Path, port: int) -> int:
@@ -384,19 +500,24 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _wait_ready(bootstrap: str, deadline: float, alive: Callable[[], bool] | None = None) -> None:
+def _wait_ready(
+    bootstrap: str,
+    deadline: float,
+    alive: Callable[[], bool] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> None:
     while True:
         if alive is not None and not alive():
             raise BrokerError(f"Kafka broker for {bootstrap} exited during startup")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise BrokerError(f"Kafka broker at {bootstrap} not ready in time")
-        if _answers_metadata(bootstrap, min(remaining, 5.0)):
+        if _answers_metadata(bootstrap, min(remaining, 5.0), options or {}):
             return
         time.sleep(_POLL_INTERVAL)
 
 
-def _answers_metadata(bootstrap: str, timeout: float) -> bool:
+def _answers_metadata(bootstrap: str, timeout: float, client_options: Mapping[str, str]) -> bool:
     host, _, port = bootstrap.rpartition(":")
     try:  # cheap and quiet check first: is anything listening yet?
         socket.create_connection((host, int(port)), timeout=timeout).close()
@@ -407,6 +528,7 @@ def _answers_metadata(bootstrap: str, timeout: float) -> bool:
         "bootstrap_servers": bootstrap,
         "client_id": "localkafka-probe",
         "request_timeout_ms": timeout_ms,
+        **client_options,
     }
     # kafka-python 2.x and 3.x name the bootstrap timeout differently.
     for name in ("api_version_auto_timeout_ms", "bootstrap_timeout_ms"):

@@ -66,6 +66,16 @@ class Settings:
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """``LOYALTY_KAFKA_BOOTSTRAP``: Kafka bootstrap servers, comma-separated host:port."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """``LOYALTY_KAFKA_SECURITY_PROTOCOL``: ``PLAINTEXT``, or ``SASL_PLAINTEXT`` to log in
+    with the SASL settings below. Used by ``loyalty kafka acls`` (the worker's own clients
+    do not speak SASL yet: issue 13)."""
+    kafka_sasl_mechanism: str = "PLAIN"
+    """``LOYALTY_KAFKA_SASL_MECHANISM``: the SASL mechanism (``PLAIN``)."""
+    kafka_sasl_username: str = ""
+    """``LOYALTY_KAFKA_SASL_USERNAME``: the SASL user name; default empty."""
+    kafka_sasl_password: str = field(default="", repr=False)
+    """``LOYALTY_KAFKA_SASL_PASSWORD``: the SASL password; default empty."""
     data_dir: Path = Path(".local/state")
     """``LOYALTY_DATA_DIR``: directory of the worker's RocksDB table state."""
     web_port: int = 6066
@@ -130,6 +140,18 @@ class Settings:
         host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
         return f"http://{host}:{self.web_port}"
 
+    def kafka_security_options(self) -> dict[str, str]:
+        """The security options of a kafka-python or aiokafka client (same names in both):
+        none for ``PLAINTEXT``, the SASL login otherwise."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        return {
+            "security_protocol": self.kafka_security_protocol,
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_plain_username": self.kafka_sasl_username,
+            "sasl_plain_password": self.kafka_sasl_password,
+        }
+
 
 def _topic_names(env: dict[str, str]) -> TopicNames:
     defaults = TopicNames()
@@ -151,6 +173,12 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     defaults = Settings()
     return Settings(
         kafka_bootstrap=env.get("LOYALTY_KAFKA_BOOTSTRAP", defaults.kafka_bootstrap),
+        kafka_security_protocol=env.get(
+            "LOYALTY_KAFKA_SECURITY_PROTOCOL", defaults.kafka_security_protocol
+        ),
+        kafka_sasl_mechanism=env.get("LOYALTY_KAFKA_SASL_MECHANISM", defaults.kafka_sasl_mechanism),
+        kafka_sasl_username=env.get("LOYALTY_KAFKA_SASL_USERNAME", defaults.kafka_sasl_username),
+        kafka_sasl_password=env.get("LOYALTY_KAFKA_SASL_PASSWORD", defaults.kafka_sasl_password),
         data_dir=Path(env.get("LOYALTY_DATA_DIR", str(defaults.data_dir))),
         web_port=int(env.get("LOYALTY_WEB_PORT", defaults.web_port)),
         web_host=env.get("LOYALTY_WEB_HOST", defaults.web_host),
@@ -179,6 +207,10 @@ def to_env(settings: Settings) -> dict[str, str]:
     """The environment variables that make :func:`from_env` return ``settings``."""
     env = {
         "LOYALTY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "LOYALTY_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "LOYALTY_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "LOYALTY_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "LOYALTY_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
         "LOYALTY_DATA_DIR": str(settings.data_dir),
         "LOYALTY_WEB_PORT": str(settings.web_port),
         "LOYALTY_WEB_HOST": settings.web_host,
