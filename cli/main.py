@@ -90,7 +90,11 @@ def _kafka(args: argparse.Namespace) -> int:
         return 0
     if args.action == "start":
         users = broker.LOCAL_SASL_USERS if args.sasl else None
-        status = broker.start(port=args.port, data_dir=data_dir, sasl_users=users)
+        try:
+            status = broker.start(port=args.port, data_dir=data_dir, sasl_users=users)
+        except broker.BrokerError as error:
+            print(f"loyalty kafka start: {error}", file=sys.stderr)
+            return 1
     elif args.action == "stop":
         stopped = broker.stop(data_dir=data_dir)
         print("stopped" if stopped else "not running")
@@ -106,6 +110,8 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def _kafka_acls(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
     from streams.acls import AclError, Principals, acl_plan, apply_plan
 
     settings = from_env()
@@ -130,8 +136,8 @@ def _kafka_acls(args: argparse.Namespace) -> int:
         return 0
     try:
         created = apply_plan(settings, plan)
-    except AclError as error:
-        print(f"loyalty kafka acls: {error}", file=sys.stderr)
+    except (AclError, KafkaError) as error:
+        print(f"loyalty kafka acls: {error!r}", file=sys.stderr)
         return 1
     print(f"{len(created)} ACLs created, {len(plan) - len(created)} already present")
     return 0

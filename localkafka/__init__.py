@@ -2,11 +2,13 @@
 
 from localkafka.broker import (
     KAFKA_VERSION,
+    LOCAL_SASL_USERS,
     BrokerError,
     BrokerStatus,
     free_port,
     install,
     kafka_home,
+    sasl_client_options,
     start,
     status,
     stop,
@@ -15,11 +17,13 @@ from localkafka.broker import (
 
 __all__ = [
     "KAFKA_VERSION",
+    "LOCAL_SASL_USERS",
     "BrokerError",
     "BrokerStatus",
     "free_port",
     "install",
     "kafka_home",
+    "sasl_client_options",
     "start",
     "status",
     "stop",

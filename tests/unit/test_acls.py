@@ -207,3 +207,19 @@ def test_the_sasl_login_is_read_from_the_environment_and_kept_out_of_repr():
     assert "s3cret" not in repr(settings)
     assert from_env(to_env(settings)) == settings
     assert Settings().kafka_security_options() == {}
+
+
+@pytest.mark.parametrize(
+    ("users", "message"),
+    [
+        ({"worker": "w"}, "must include the super user 'admin'"),
+        ({"admin": 'a" user_evil="x'}, "only letters, digits"),
+        ({"admin": "a", "po;s": "p"}, "only letters, digits"),
+    ],
+)
+def test_the_local_sasl_broker_refuses_users_it_cannot_write_safely(tmp_path, users, message):
+    from localkafka import broker
+
+    with pytest.raises(broker.BrokerError, match=message):
+        broker.start(port=broker.free_port(), data_dir=tmp_path, sasl_users=users)
+    assert not (tmp_path / "server.properties").exists()
