@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "catalog and the daily commands; a downstream reader reads the outputs. With --apply, "
         "create the missing ones on LOYALTY_KAFKA_BOOTSTRAP, logged in with "
         "LOYALTY_KAFKA_SECURITY_PROTOCOL / LOYALTY_KAFKA_SASL_* as a super user (running it "
-        "twice is fine; nothing is deleted). See ops/README.md, 'Kafka ACLs'.",
+        "twice is fine; nothing is deleted). See docs/security.md, 'Kafka ACLs'.",
     )
     acls.add_argument("--apply", action="store_true", help="create the missing ACLs")
     for role, default in (

@@ -2,7 +2,7 @@
 
 :func:`acl_plan` is the whole policy as plain values, derived from the topic names and the
 app id of :class:`~streams.settings.Settings`; :func:`apply_plan` creates what a broker is
-missing. The roles (docs: ``ops/README.md``, "Kafka ACLs"):
+missing. The roles (docs: ``docs/security.md``, "Kafka ACLs"):
 
 - **worker**: reads the inputs, reads and writes the internal topics, writes the outputs,
   owns every topic whose name starts with ``<app_id>-`` (the table changelogs and Faust's
