@@ -13,29 +13,45 @@ send a member: referral outcomes, and the steps of a redemption (``streams.redem
 
 Forwards to the owner partition and dead letters depend on no state; they go out with the
 changelog records.
+
+Each record has one failure boundary: whatever fails while it is decoded, applied, its new
+state encoded or its outputs serialised is dead-lettered with a reason (``processing_error``
+for an error of the engine itself), the batch keeps nothing else of it, and the worker goes
+on with the next record. Records of the internal topics are checked like inputs: a
+misplaced one (``wrong_partition``), a referral outcome or redemption step that matches no
+claim or hold of the member, are refused.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
 from typing import Any
 
 import faust
 import orjson
 
 from agents import metrics
-from agents.batching import Batch, Committer, batched_agent
+from agents.batching import (
+    MAX_RECORD_BYTES,
+    REJECTIONS,
+    Batch,
+    Committer,
+    Record,
+    batched_agent,
+    check_outputs,
+    check_state,
+)
 from schemas.decode import (
-    InvalidEvent,
     decode_daily_command,
     decode_member_command,
     decode_member_event,
     decode_transaction,
 )
 from schemas.events import ERASE, MemberEvent, RedemptionStep, Transaction
-from schemas.state import MemberState, decode_state
-from streams.partitioning import owner_partition
+from schemas.state import MemberState, decode_state, encode_state
+from streams.partitioning import check_placement, owner_partition
 from streams.program import Program
 from streams.rewards import (
     Outputs,
@@ -117,7 +133,7 @@ class AccountProcessor:
                 continue
             try:
                 self._handle(message, batch, now_ms)
-            except (InvalidEvent, RejectedTransaction) as error:
+            except REJECTIONS as error:
                 self._reject(batch, message, error.reason, error.message, now_ms)
             except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
                 text = f"{type(error).__name__}: {error}"
@@ -141,21 +157,24 @@ class AccountProcessor:
             if is_transaction
             else decode_member_event(message.value, max_bytes)
         )
-        member_key = event.member_id.encode()
-        owner = owner_partition(member_key, self.settings.partitions)
-        if forward_to is not None and message.partition != owner:
-            batch.unordered.append((forward_to, member_key, message.value, owner))
-            batch.counts[message.topic, "rerouted"] += 1
-            return
+        partitions = self.settings.partitions
         partition = message.partition
+        if forward_to is None:  # forwarded here by the engine, to the member's own partition
+            member_key = check_placement(message.key, event.member_id, partition, partitions)
+        else:
+            member_key = event.member_id.encode()
+            owner = owner_partition(member_key, partitions)
+            if partition != owner:
+                batch.unordered.append((forward_to, member_key, message.value, owner))
+                batch.counts[message.topic, "rerouted"] += 1
+                return
         state = self._state(batch, partition, member_key)
         outputs: Outputs
         if isinstance(event, Transaction):
             new_state, outcome = apply_transaction(state, event, self.program, now_ms)
             outputs = render_transaction(event, outcome.applied, new_state, self.program)
         elif event.type == ERASE:
-            self._erase(batch, partition, member_key, event, state, now_ms)
-            batch.counts[message.topic, "processed"] += 1
+            self._erase(batch, message.topic, partition, member_key, event, state, now_ms)
             return
         else:
             new_state, outcome = apply_member_event(state, event, self.program, now_ms)
@@ -165,7 +184,8 @@ class AccountProcessor:
     def _apply_command(self, message: Any, batch: Batch, now_ms: int) -> None:
         """A referral outcome or a redemption step sent to this member's partition."""
         command = decode_member_command(message.value)
-        member_key = command.member_id.encode()
+        partitions = self.settings.partitions
+        member_key = check_placement(message.key, command.member_id, message.partition, partitions)
         state = self._state(batch, message.partition, member_key)
         outputs: Outputs
         if isinstance(command, RedemptionStep):
@@ -201,22 +221,28 @@ class AccountProcessor:
         outcome: Outcome,
         outputs: Outputs,
     ) -> None:
+        """Encode the record's outcome, then hand it to the batch: nothing reaches the batch
+        if anything fails before."""
+        records = check_outputs(self._outputs(member_key, outputs))
         if outcome.duplicate:
+            batch.outputs.extend(records)
             batch.counts[topic, "duplicate"] += 1
-        else:
-            new_state = remember_ledger(new_state, outputs.ledger)
-            batch.states[member_key] = new_state
-            batch.change(self.members, partition, member_key, new_state)
-            batch.counts[topic, "processed"] += 1
-            for entry in outputs.ledger:
-                batch.ledger[entry.reason] += 1
-                batch.points[entry.reason] += abs(entry.delta)
-            batch.enrolled += outcome.applied.enrolled
-        self._emit(batch, member_key, outputs)
+            return
+        new_state = remember_ledger(new_state, outputs.ledger)
+        encoded = check_state(encode_state(new_state), self.settings.max_state_bytes)
+        batch.states[member_key] = new_state
+        batch.change(self.members, partition, member_key, encoded)
+        batch.outputs.extend(records)
+        batch.counts[topic, "processed"] += 1
+        for entry in outputs.ledger:
+            batch.ledger[entry.reason] += 1
+            batch.points[entry.reason] += abs(entry.delta)
+        batch.enrolled += outcome.applied.enrolled
 
     def _erase(
         self,
         batch: Batch,
+        topic: str,
         partition: int,
         member_key: bytes,
         event: MemberEvent,
@@ -225,62 +251,96 @@ class AccountProcessor:
     ) -> None:
         """Forget the member: a tombstone in the member table, the code marked erased in the
         referral registry, and only a hash of the id kept to refuse later events."""
+        records = []
         if state.referral_code:
-            self._referral_op(batch, {"op": "erase", "code": state.referral_code})
+            records.append(self._referral_op({"op": "erase", "code": state.referral_code}))
+        reward = orjson.dumps(render_erasure(event, now_ms, self.program))
+        records.append((self.names.rewards, member_key, reward, None))
+        check_outputs(records)
         batch.states.pop(member_key, None)
         batch.change(self.members, partition, member_key, None)
         batch.change(self.erased, partition, erased_key(member_key), b"1")
-        reward = orjson.dumps(render_erasure(event, now_ms, self.program))
-        batch.outputs.append((self.names.rewards, member_key, reward, None))
+        batch.outputs.extend(records)
+        batch.counts[topic, "processed"] += 1
 
     async def _run_daily(self, message: Any, batch: Batch, now_ms: int) -> Batch:
         """The daily job for every member of the command's partition, committed in chunks;
         returns the batch to go on with."""
         try:
             day = decode_daily_command(message.value)
-        except InvalidEvent as error:
+        except REJECTIONS as error:
             self._reject(batch, message, error.reason, error.message, now_ms)
             return batch
         await self.committer.commit_all(batch)  # the job reads the stored states
         partition = message.partition
         chunk = Batch()
+        failed = 0
+        first_error = ""
         members = partition_items(self.tables[self.members], partition)
         for index, (member_key, value) in enumerate(members):
-            state = decode_state(value)
-            member_id = member_key.decode()
-            new_state, outcome = apply_daily(state, day, self.program, now_ms, member_id)
-            if outcome is not None:
-                outputs = render_daily(member_id, day, outcome.applied, new_state, self.program)
-                if not outcome.duplicate:
-                    new_state = remember_ledger(new_state, outputs.ledger)
-                self._emit(chunk, member_key, outputs)
-            if new_state is not state:
-                chunk.change(self.members, partition, member_key, new_state)
+            try:
+                records, encoded = self._daily_member(member_key, value, day, now_ms)
+            except Exception as error:  # noqa: BLE001 - one member must not stop the job
+                failed += 1
+                first_error = first_error or f"{member_key!r}: {type(error).__name__}: {error}"
+            else:
+                if encoded is not None:
+                    chunk.change(self.members, partition, member_key, encoded)
+                chunk.outputs.extend(records)
             if index % DAILY_CHUNK == DAILY_CHUNK - 1:
                 await self.committer.commit_all(chunk)
                 chunk = Batch()
-        chunk.counts[message.topic, "processed"] += 1
+        if failed:
+            text = f"the job failed for {failed} member(s) of the partition; first {first_error}"
+            self._reject(chunk, message, PROCESSING_ERROR, text, now_ms)
+        else:
+            chunk.counts[message.topic, "processed"] += 1
         return chunk
 
-    def _emit(self, batch: Batch, member_key: bytes, outputs: Outputs) -> None:
-        add = batch.outputs.append
-        for entry in outputs.ledger:
-            add((self.names.ledger, member_key, orjson.dumps(entry), None))
-        if outputs.reward is not None:
-            add((self.names.rewards, member_key, orjson.dumps(outputs.reward), None))
-        for notification in outputs.notifications:
-            add((self.names.notifications, member_key, orjson.dumps(notification), None))
-        for change in outputs.segments:
-            add((self.names.segments, member_key, orjson.dumps(change), None))
-        for op in outputs.referral_ops:
-            self._referral_op(batch, op)
-        for step in outputs.saga:
-            add(saga_message(self.settings, step))
+    def _daily_member(
+        self, member_key: bytes, value: bytes, day: date, now_ms: int
+    ) -> tuple[list[Record], bytes | None]:
+        """The daily job of one stored member: its outputs, and its new encoded state (None
+        when unchanged)."""
+        state = decode_state(value)
+        member_id = member_key.decode()
+        new_state, outcome = apply_daily(state, day, self.program, now_ms, member_id)
+        records: list[Record] = []
+        if outcome is not None:
+            outputs = render_daily(member_id, day, outcome.applied, new_state, self.program)
+            if not outcome.duplicate:
+                new_state = remember_ledger(new_state, outputs.ledger)
+            records = check_outputs(self._outputs(member_key, outputs))
+        # A state the job changed is stored whatever its size (LOYALTY_MAX_STATE_BYTES
+        # refuses new input, not the upkeep of what is stored) if the changelog takes it.
+        encoded = None if new_state is state else encode_state(new_state)
+        if encoded is not None:
+            check_state(encoded, MAX_RECORD_BYTES)
+        return records, encoded
 
-    def _referral_op(self, batch: Batch, op: dict[str, Any]) -> None:
+    def _outputs(self, member_key: bytes, outputs: Outputs) -> list[Record]:
+        """The records of ``outputs``, serialised."""
+        names = self.names
+        dumps = orjson.dumps
+        records: list[Record] = [
+            (names.ledger, member_key, dumps(entry), None) for entry in outputs.ledger
+        ]
+        if outputs.reward is not None:
+            records.append((names.rewards, member_key, dumps(outputs.reward), None))
+        for notification in outputs.notifications:
+            records.append((names.notifications, member_key, dumps(notification), None))
+        for change in outputs.segments:
+            records.append((names.segments, member_key, dumps(change), None))
+        for op in outputs.referral_ops:
+            records.append(self._referral_op(op))
+        for step in outputs.saga:
+            records.append(saga_message(self.settings, step))
+        return records
+
+    def _referral_op(self, op: dict[str, Any]) -> Record:
         code = op["code"].encode()
         partition = owner_partition(code, self.settings.partitions)
-        batch.outputs.append((self.names.referrals, code, orjson.dumps(op), partition))
+        return (self.names.referrals, code, orjson.dumps(op), partition)
 
     def _reject(self, batch: Batch, message: Any, reason: str, text: str, now_ms: int) -> None:
         # An erased member's later events are refused without keeping their personal data.

@@ -6,6 +6,11 @@ produced; the batch's input events are acknowledged to Faust once the outputs ar
 every output stands for a state change already durable in the changelog, and after a crash
 the replayed input finds either the old state (nothing of it was emitted) or the new one,
 and re-emits the same outputs.
+
+A batch holds only bytes ready to send: each input record is applied, its state encoded
+and its outputs serialised and checked inside that record's one failure boundary, and the
+batch takes them only when all of that succeeded; a record that fails anywhere is
+dead-lettered and leaves nothing else in the batch. So a commit never fails on a value.
 """
 
 from __future__ import annotations
@@ -21,12 +26,60 @@ from faust.streams import Stream
 from faust.types import EventT, TableT, TopicT
 
 from agents import metrics
-from agents.deadletters import dead_letter
-from schemas.state import MemberState, encode_state
+from agents.deadletters import dead_letter, kept_key
+from schemas.decode import InvalidEvent
+from schemas.state import MemberState
+from streams.redemptions import RejectedStationMessage
+from streams.topics import MAX_MESSAGE_BYTES
+from tables.accounts import RejectedTransaction
 from tables.definitions import changelog_topic_name, write_local
 
 Record = tuple[str, bytes | None, bytes, int | None]
 """A message to produce: topic, key, value, partition (None: by key)."""
+
+# Dead-letter reasons produced here.
+STATE_TOO_LARGE = "state_too_large"
+OUTPUT_TOO_LARGE = "output_too_large"
+
+MAX_RECORD_BYTES = MAX_MESSAGE_BYTES - 4096
+"""Most bytes of key and value of one record the engine produces: the producer's and the
+topics' limit less room for the record's framing."""
+
+
+class Unstorable(ValueError):
+    """A record whose outcome cannot be stored or sent (dead-lettered with ``reason``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+REJECTIONS = (InvalidEvent, RejectedTransaction, RejectedStationMessage, Unstorable)
+"""The errors that dead-letter one record with their own ``reason``; any other error of a
+record is a ``processing_error``."""
+
+
+def check_state(encoded: bytes, max_bytes: int) -> bytes:
+    """``encoded``, a table value, unless it is above ``max_bytes`` (``state_too_large``)."""
+    if len(encoded) > max_bytes:
+        raise Unstorable(
+            STATE_TOO_LARGE,
+            f"the new state would take {len(encoded)} bytes; the limit is {max_bytes}",
+        )
+    return encoded
+
+
+def check_outputs(records: list[Record]) -> list[Record]:
+    """``records``, unless one is above the producer limit (``output_too_large``)."""
+    for topic, key, value, _ in records:
+        if len(value) + len(key or b"") > MAX_RECORD_BYTES:
+            raise Unstorable(
+                OUTPUT_TOO_LARGE,
+                f"an output to {topic} would take {len(value) + len(key or b'')} bytes; "
+                f"the limit is {MAX_RECORD_BYTES}",
+            )
+    return records
 
 
 class Batch:
@@ -35,8 +88,8 @@ class Batch:
     def __init__(self) -> None:
         self.states: dict[bytes, MemberState] = {}
         """Members read or changed in this batch, by member key."""
-        self.changes: dict[tuple[str, int], dict[bytes, MemberState | bytes | None]] = {}
-        """New values by (table name, partition) and key; None deletes."""
+        self.changes: dict[tuple[str, int], dict[bytes, bytes | None]] = {}
+        """New encoded values by (table name, partition) and key; None deletes."""
         self.unordered: list[Record] = []
         """Forwards and dead letters: sent with the changelog records."""
         self.outputs: list[Record] = []
@@ -47,7 +100,7 @@ class Batch:
         self.points: Counter[str] = Counter()
         self.enrolled = 0
 
-    def change(self, table: str, partition: int, key: bytes, value: Any) -> None:
+    def change(self, table: str, partition: int, key: bytes, value: bytes | None) -> None:
         self.changes.setdefault((table, partition), {})[key] = value
 
     def dead_letter(
@@ -62,7 +115,7 @@ class Batch:
         """Send ``message`` to the dead-letter ``topic`` with the reason (with the changelog
         records: it depends on no state); ``redact`` leaves out its key and value."""
         record = orjson.dumps(dead_letter(message, reason, text, now_ms, redact))
-        self.unordered.append((topic, None if redact else message.key, record, None))
+        self.unordered.append((topic, None if redact else kept_key(message), record, None))
         self.counts[message.topic, "deadlettered"] += 1
         metrics.DEADLETTERS.labels(reason).inc()
 
@@ -89,19 +142,15 @@ class Committer:
         written = []
         for (table, partition), changes in batch.changes.items():
             topic = changelog_topic_name(self.app_id, table)
-            encoded = {
-                key: encode_state(value) if isinstance(value, MemberState) else value
-                for key, value in changes.items()
-            }
             acks = [
                 await send(topic, key, value, partition, None, None)
-                for key, value in encoded.items()
+                for key, value in changes.items()
             ]
-            written.append((table, partition, encoded, acks))
+            written.append((table, partition, changes, acks))
         unordered = [await send(*record, None, None) for record in batch.unordered]
-        for table, partition, encoded, acks in written:
+        for table, partition, changes, acks in written:
             offset = max([(await ack).offset for ack in acks])
-            write_local(self.tables[table], partition, encoded, offset)
+            write_local(self.tables[table], partition, changes, offset)
         outputs = [await send(*record, None, None) for record in batch.outputs]
         _count(batch)
         return unordered + outputs

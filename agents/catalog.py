@@ -169,7 +169,12 @@ class CatalogFeed(Service):
         for record in records:
             if record.offset < self._next_offset.get(tp, 0):
                 continue  # read again after a reassignment: already applied
-            skipped = apply(record.key, record.value)
+            try:
+                skipped = apply(record.key, record.value)
+            except Exception as error:  # noqa: BLE001 - one record must not stop the view
+                # Restarting the consumer would read the record again, forever.
+                self.view.skipped += 1
+                skipped = f"{type(error).__name__}: {str(error)[:200]}"
             if skipped is not None:
                 logger.warning(
                     "skipped record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, skipped

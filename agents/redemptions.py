@@ -21,8 +21,20 @@ import faust
 
 from agents import metrics
 from agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
-from agents.batching import Batch, Committer, batched_agent
-from schemas.decode import InvalidEvent, decode_redemption, load_object
+from agents.batching import (
+    REJECTIONS,
+    Batch,
+    Committer,
+    batched_agent,
+    check_outputs,
+    check_state,
+)
+from schemas.decode import (
+    decode_redemption,
+    decode_saga_reply,
+    decode_stock_command,
+    load_object,
+)
 from schemas.events import REDEMPTION_REQUEST
 from schemas.state import (
     RedemptionRequest,
@@ -34,14 +46,20 @@ from schemas.state import (
 )
 from streams import redemptions as saga
 from streams.catalog import CatalogView
-from streams.partitioning import owner_partition
+from streams.partitioning import check_placement, owner_partition
 from streams.settings import Settings
 from streams.topics import Topics, saga_message
 from tables.definitions import Tables, read
 
 
 class RedemptionProcessor:
-    """Everything the agent does to a batch of messages; the agent only iterates."""
+    """Everything the agent does to a batch of messages; the agent only iterates.
+
+    Each message has one failure boundary, like the account agent's: a message that fails
+    anywhere (decoding, a saga rule, encoding its table value, serialising its steps) is
+    dead-lettered and leaves nothing else in the batch. The engine's own messages (stock
+    steps, replies, forwarded station messages) are validated like inputs and must sit on
+    their key's partition (``wrong_partition``)."""
 
     def __init__(
         self,
@@ -73,7 +91,7 @@ class RedemptionProcessor:
         for message in messages:
             try:
                 self._handle(message, batch, pending)
-            except (InvalidEvent, saga.RejectedStationMessage) as error:
+            except REJECTIONS as error:
                 batch.dead_letter(
                     self.names.deadletter, message, error.reason, error.message, now_ms
                 )
@@ -85,21 +103,24 @@ class RedemptionProcessor:
         return output_acks
 
     def _handle(self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]) -> None:
+        partitions = self.settings.partitions
         if message.topic == self.names.stock_commands:
-            step = load_object(message.value, 16384)
-            key = step["reward_id"].encode()
+            step = decode_stock_command(message.value)
+            reward_id = step["reward_id"]
+            key = check_placement(message.key, reward_id, message.partition, partitions)
             stock = self._read(pending, self.stock, message.partition, key, decode_stock)
             new_stock, steps = saga.apply_stock_step(
-                stock or RewardStock(), step, self.catalog.get(step["reward_id"])
+                stock or RewardStock(), step, self.catalog.get(reward_id)
             )
-            if new_stock != stock:
-                self._write(batch, pending, self.stock, message.partition, key, new_stock)
-            self._send(batch, message.topic, steps)
+            self._apply(batch, pending, message, self.stock, key, stock, new_stock, steps)
             return
         if message.topic == self.names.redemption_steps:
             value = load_object(message.value, self.settings.max_event_bytes)
             if "step" in value:
-                self._reply(message, value, batch, pending)
+                reply = decode_saga_reply(value)
+                request_id = reply["request_id"]
+                key = check_placement(message.key, request_id, message.partition, partitions)
+                self._reply(message, key, reply, batch, pending)
                 return
         self._station_message(message, batch, pending)
 
@@ -107,38 +128,38 @@ class RedemptionProcessor:
         self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]
     ) -> None:
         redemption = decode_redemption(message.value, self.settings.max_event_bytes)
-        key = redemption.request_id.encode()
-        owner = owner_partition(key, self.settings.partitions)
-        if message.partition != owner:  # forwarded to its request's partition, unchanged
-            batch.unordered.append((self.names.redemption_steps, key, message.value, owner))
-            batch.counts[message.topic, "rerouted"] += 1
-            return
+        partitions = self.settings.partitions
+        if message.topic == self.names.redemption_steps:  # forwarded by the engine
+            key = check_placement(message.key, redemption.request_id, message.partition, partitions)
+        else:
+            key = redemption.request_id.encode()
+            owner = owner_partition(key, partitions)
+            if message.partition != owner:  # forwarded to its request's partition, unchanged
+                batch.unordered.append((self.names.redemption_steps, key, message.value, owner))
+                batch.counts[message.topic, "rerouted"] += 1
+                return
         request = self._read(pending, self.requests, message.partition, key, decode_request)
         if redemption.type == REDEMPTION_REQUEST:
             new, steps = saga.coordinate_request(request, redemption, self.catalog)
         else:
             new, steps = saga.coordinate_station(request, redemption, self.catalog)
-        if new != request:
-            self._write(batch, pending, self.requests, message.partition, key, new)
-        self._send(batch, message.topic, steps)
+        self._apply(batch, pending, message, self.requests, key, request, new, steps)
 
     def _reply(
         self,
         message: Any,
+        key: bytes,
         step: dict[str, Any],
         batch: Batch,
         pending: dict[tuple[str, bytes], Any],
     ) -> None:
-        key = step["request_id"].encode()
         request = self._read(pending, self.requests, message.partition, key, decode_request)
         if request is None:
             raise saga.RejectedStationMessage(
                 saga.UNKNOWN_REQUEST, f"a reply for unknown request {step['request_id']!r}"
             )
         new, steps = saga.coordinate_reply(request, step["request_id"], step, self.catalog)
-        if new != request:
-            self._write(batch, pending, self.requests, message.partition, key, new)
-        self._send(batch, message.topic, steps)
+        self._apply(batch, pending, message, self.requests, key, request, new, steps)
 
     @staticmethod
     def _read(
@@ -149,24 +170,29 @@ class RedemptionProcessor:
         value = read(table, partition, key)
         return None if value is None else decode(value)
 
-    @staticmethod
-    def _write(
+    def _apply(
+        self,
         batch: Batch,
         pending: dict[tuple[str, bytes], Any],
+        message: Any,
         table: Any,
-        partition: int,
         key: bytes,
-        value: RedemptionRequest | RewardStock,
+        old: RedemptionRequest | RewardStock | None,
+        new: RedemptionRequest | RewardStock,
+        steps: list[saga.Step],
     ) -> None:
-        pending[table.name, key] = value
-        if isinstance(value, RedemptionRequest):
-            batch.change(table.name, partition, key, encode_request(value))
-        else:
-            batch.change(table.name, partition, key, encode_stock(value))
-
-    def _send(self, batch: Batch, topic: str, steps: list[saga.Step]) -> None:
-        batch.counts[topic, "processed"] += 1
-        batch.outputs.extend(saga_message(self.settings, step) for step in steps)
+        """Encode a message's outcome, then hand it to the batch: nothing reaches the batch
+        if anything fails before."""
+        records = check_outputs([saga_message(self.settings, step) for step in steps])
+        encoded = None
+        if new != old:
+            value = encode_request(new) if isinstance(new, RedemptionRequest) else encode_stock(new)
+            encoded = check_state(value, self.settings.max_state_bytes)
+        if encoded is not None:
+            pending[table.name, key] = new
+            batch.change(table.name, message.partition, key, encoded)
+        batch.counts[message.topic, "processed"] += 1
+        batch.outputs.extend(records)
 
 
 def register(app: faust.App, processor: RedemptionProcessor, catalog: CatalogView) -> None:

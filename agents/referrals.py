@@ -5,6 +5,10 @@ table keyed by code. Member partitions send ``register`` (at enrolment), ``erase
 GDPR erase) and ``claim`` (a signup with a code); a claim is answered here with one
 ``ReferralOutcome`` per side, sent to each member's own partition
 (``loyalty.member-commands``), where the points are credited idempotently.
+
+Its messages are validated like inputs (``schemas.decode.decode_referral_op``) and must sit
+on their code's partition (``wrong_partition``); a message that fails is dead-lettered and
+the agent goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import orjson
 
 from agents import metrics
 from agents.accounts import PROCESSING_ERROR, wall_clock_ms
+from agents.batching import REJECTIONS
 from agents.deadletters import send_dead_letter
+from schemas.decode import decode_referral_op
 from schemas.events import (
     ACCEPTED,
     REFEREE,
@@ -25,7 +31,7 @@ from schemas.events import (
     SELF_REFERRAL,
     UNKNOWN_REFERRAL_CODE,
 )
-from streams.partitioning import owner_partition
+from streams.partitioning import check_placement, owner_partition
 from streams.settings import Settings
 from streams.topics import Topics
 from tables.definitions import Tables
@@ -53,6 +59,10 @@ class ReferralProcessor:
     async def process(self, message: Any) -> None:
         try:
             await self._process(message)
+        except REJECTIONS as error:
+            await send_dead_letter(
+                self.topics.deadletter, message, error.reason, error.message, wall_clock_ms()
+            )
         except Exception as error:  # noqa: BLE001 - a bug must not stop the worker
             text = f"{type(error).__name__}: {error}"
             await send_dead_letter(
@@ -60,8 +70,8 @@ class ReferralProcessor:
             )
 
     async def _process(self, message: Any) -> None:
-        op = orjson.loads(message.value)
-        code = op["code"].encode()
+        op = decode_referral_op(message.value)
+        code = check_placement(message.key, op["code"], message.partition, self.partitions)
         kind = op["op"]
         if kind == "register":
             # First owner wins; a (40-bit) collision keeps the first and is counted.

@@ -13,11 +13,17 @@ from typing import Any
 import orjson
 
 from schemas.events import (
+    ACCEPTED,
     MEMBER_EVENT_TYPES,
     REDEMPTION_REQUEST,
     REDEMPTION_TYPES,
+    REFEREE,
+    REFERRER,
+    REFERRER_ERASED,
     SALE,
+    SELF_REFERRAL,
     TRANSACTION_TYPES,
+    UNKNOWN_REFERRAL_CODE,
     MemberEvent,
     RedemptionMessage,
     RedemptionStep,
@@ -235,33 +241,168 @@ def decode_daily_command(value: bytes | None) -> date:
         raise InvalidEvent(INVALID_VALUE, f"field 'date' is not YYYY-MM-DD: {raw!r}") from None
 
 
+# Internal topics (written by the engine) are validated like inputs: anyone who can write
+# to Kafka can write to them, and a forged or corrupt command must be dead-lettered, not
+# trusted. Their value names are the saga's and the referral agent's (streams.redemptions,
+# agents.referrals); tests/unit/test_boundary.py checks they agree.
+MEMBER_STEPS = ("hold", "confirm", "reject", "fulfilled", "cancel")
+"""Redemption steps for a member's partition (``loyalty.member-commands``)."""
+REPLY_STEPS = ("held", "refused", "reserved", "unavailable")
+"""Replies to a redemption's coordinator (``loyalty.redemption-steps``)."""
+STOCK_STEPS = ("reserve", "return")
+"""Stock steps for a reward's partition (``loyalty.stock-commands``)."""
+REJECTION_REASONS = (
+    "insufficient_points",
+    "out_of_stock",
+    "unknown_reward",
+    "inactive_reward",
+    "limit_reached",
+)
+"""Why a redemption is rejected (a ``reject`` step's or a reply's ``reason``)."""
+REFERRAL_ROLES = (REFEREE, REFERRER)
+REFERRAL_STATUSES = (ACCEPTED, SELF_REFERRAL, UNKNOWN_REFERRAL_CODE, REFERRER_ERASED)
+REFERRAL_OPS = ("register", "erase", "claim")
+"""Messages of ``loyalty.referrals``, keyed by code."""
+MAX_COMMAND_BYTES = 16384
+MAX_POINTS = 10**12
+"""Most points one redemption step may move (far above any reward's price, far below the
+64-bit range the state is stored in)."""
+MAX_CODE_LENGTH = 4 * MAX_ID_LENGTH
+"""A referral code as typed at signup (at most 64 characters), normalised (upper case can
+lengthen a character)."""
+MAX_NAME_LENGTH = 256
+
+
+def _whole_in_range(obj: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = _require(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be a whole number")
+    if not low <= value <= high:
+        raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be {low}-{high}")
+    return value
+
+
+def _one_of(obj: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = _require(obj, name)
+    if value not in allowed:
+        raise InvalidEvent(INVALID_VALUE, f"field '{name}' must be one of {', '.join(allowed)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _code(obj: dict[str, Any]) -> str:
+    value = _text(obj, "code")
+    if len(value) > MAX_CODE_LENGTH:
+        raise InvalidEvent(
+            OUT_OF_RANGE, f"field 'code' must be at most {MAX_CODE_LENGTH} characters"
+        )
+    return value
+
+
+def _timestamp_text(obj: dict[str, Any], name: str) -> str:
+    """A timestamp an internal message carries on as text; validated like ``occurred_at``."""
+    value = _require(obj, name)
+    parse_timestamp(value, name)
+    return value  # type: ignore[no-any-return]
+
+
+def _reason(obj: dict[str, Any], required: bool) -> str | None:
+    if obj.get("reason") is None and not required:
+        return None
+    return _one_of(obj, "reason", REJECTION_REASONS)
+
+
+def _reward_name(obj: dict[str, Any]) -> dict[str, str] | None:
+    names = obj.get("reward_name")
+    if names is None:
+        return None
+    if not isinstance(names, dict) or not all(
+        isinstance(locale, str)
+        and isinstance(name, str)
+        and len(locale) <= MAX_LOCALE_LENGTH
+        and len(name) <= MAX_NAME_LENGTH
+        for locale, name in names.items()
+    ):
+        raise InvalidEvent(INVALID_TYPE, "field 'reward_name' must map locales to names")
+    return names
+
+
 def decode_member_command(value: bytes | None) -> ReferralOutcome | RedemptionStep:
-    """An internal command for a member's partition (written by the engine itself): a
-    referral outcome, or a redemption step."""
-    obj = load_object(value, 16384)
+    """An internal command for a member's partition: a referral outcome, or a redemption
+    step. Written by the engine, but validated like any input (types, allowed values, ids,
+    signs and bounds of points and quantity, timestamps); whether it matches a claim or a
+    hold the member has is a rule of ``tables.accounts``."""
+    obj = load_object(value, MAX_COMMAND_BYTES)
     if "redemption" in obj:
+        step = _one_of(obj, "redemption", MEMBER_STEPS)
+        # Only a reward unknown to the catalog is rejected at 0 points.
+        lowest = 0 if step == "reject" else 1
+        limit = obj.get("per_member_limit")
         return RedemptionStep(
-            step=obj["redemption"],
-            request_id=obj["request_id"],
-            member_id=obj["member_id"],
-            reward_id=obj["reward_id"],
-            quantity=obj["quantity"],
-            points=obj["points"],
-            station_id=obj["station_id"],
-            requested_at=obj["requested_at"],
-            occurred_at=parse_timestamp(obj["occurred_at"], "occurred_at"),
-            reason=obj.get("reason"),
-            per_member_limit=obj.get("per_member_limit"),
-            reward_name=obj.get("reward_name"),
+            step=step,
+            request_id=_identifier(obj, "request_id"),  # type: ignore[arg-type]
+            member_id=_identifier(obj, "member_id"),  # type: ignore[arg-type]
+            reward_id=_identifier(obj, "reward_id"),  # type: ignore[arg-type]
+            quantity=_whole_in_range(obj, "quantity", 1, MAX_QUANTITY),
+            points=_whole_in_range(obj, "points", lowest, MAX_POINTS),
+            station_id=_identifier(obj, "station_id"),  # type: ignore[arg-type]
+            requested_at=_timestamp_text(obj, "requested_at"),
+            occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
+            reason=_reason(obj, required=False),
+            per_member_limit=(
+                None if limit is None else _whole_in_range(obj, "per_member_limit", 1, MAX_POINTS)
+            ),
+            reward_name=_reward_name(obj),
         )
     return ReferralOutcome(
         member_id=_identifier(obj, "member_id"),  # type: ignore[arg-type]
-        role=_text(obj, "role"),
+        role=_one_of(obj, "role", REFERRAL_ROLES),
         signup_event_id=_identifier(obj, "signup_event_id"),  # type: ignore[arg-type]
-        code=_text(obj, "code"),
-        status=_text(obj, "status"),
+        code=_code(obj),
+        status=_one_of(obj, "status", REFERRAL_STATUSES),
         occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
     )
+
+
+def decode_stock_command(value: bytes | None) -> dict[str, Any]:
+    """A reservation or a return for a reward's partition (``loyalty.stock-commands``),
+    validated like any input."""
+    obj = load_object(value, MAX_COMMAND_BYTES)
+    return {
+        "stock": _one_of(obj, "stock", STOCK_STEPS),
+        "request_id": _identifier(obj, "request_id"),
+        "reward_id": _identifier(obj, "reward_id"),
+        "quantity": _whole_in_range(obj, "quantity", 1, MAX_QUANTITY),
+        "occurred_at": _timestamp_text(obj, "occurred_at"),
+    }
+
+
+def decode_saga_reply(obj: dict[str, Any]) -> dict[str, Any]:
+    """A reply to a redemption's coordinator (``loyalty.redemption-steps``, parsed already:
+    the topic also carries misplaced station messages), validated like any input."""
+    step = _one_of(obj, "step", REPLY_STEPS)
+    reply: dict[str, Any] = {
+        "step": step,
+        "request_id": _identifier(obj, "request_id"),
+        "occurred_at": _timestamp_text(obj, "occurred_at"),
+    }
+    reason = _reason(obj, required=step in ("refused", "unavailable"))
+    if reason is not None:
+        reply["reason"] = reason
+    return reply
+
+
+def decode_referral_op(value: bytes | None) -> dict[str, Any]:
+    """A message of the referral registry (``loyalty.referrals``, key code): ``register``
+    (member_id), ``erase``, or ``claim`` (member_id, signup_event_id, occurred_at)."""
+    obj = load_object(value, MAX_COMMAND_BYTES)
+    op = _one_of(obj, "op", REFERRAL_OPS)
+    decoded: dict[str, Any] = {"op": op, "code": _code(obj)}
+    if op != "erase":
+        decoded["member_id"] = _identifier(obj, "member_id")
+    if op == "claim":
+        decoded["signup_event_id"] = _identifier(obj, "signup_event_id")
+        decoded["occurred_at"] = _timestamp_text(obj, "occurred_at")
+    return decoded
 
 
 MAX_QUANTITY = 100

@@ -141,7 +141,8 @@ class SegmentChange:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected input message (topic ``loyalty.deadletter``), original bytes included."""
+    """A rejected input message (topic ``loyalty.deadletter``), original bytes included
+    (cut when too big to carry whole: ``truncated``)."""
 
     deadletter_id: str
     source_topic: str
@@ -153,3 +154,14 @@ class DeadLetter:
     reason: str
     message: str
     failed_at: str
+    key_size: int | None = None
+    """Bytes of the original key (None without one, or when redacted)."""
+    value_size: int | None = None
+    """Bytes of the original value (None without one, or when redacted)."""
+    key_sha256: str | None = None
+    """SHA-256 of the whole original key, lower-case hex."""
+    value_sha256: str | None = None
+    """SHA-256 of the whole original value, lower-case hex."""
+    truncated: bool = False
+    """True when ``key_b64`` or ``value_b64`` holds only a prefix of the original (which
+    would not fit the producer limit whole)."""

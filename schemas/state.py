@@ -231,6 +231,9 @@ class MemberState:
     """Date (YYYY-MM-DD) of the last daily job applied."""
     referred: bool = False
     """True once a signup of this member claimed a referral code (once per member)."""
+    referral_claim: tuple[str, str] | None = None
+    """The signup that claimed a referral code and the code it typed (normalised), as
+    ``(signup_event_id, code)``: a referee's referral outcome must match it."""
     stats: Stats = NO_STATS
     segments: tuple[str, ...] = ()
     """The program's segments the member is in, sorted, as last evaluated."""
@@ -338,6 +341,8 @@ def encode_state(state: MemberState) -> bytes:
         }
     if state.recent_ledger:
         encoded["lh"] = state.recent_ledger
+    if state.referral_claim is not None:
+        encoded["rc"] = state.referral_claim
     return orjson.dumps(encoded)
 
 
@@ -370,7 +375,12 @@ def decode_state(value: bytes | None) -> MemberState:
             request_id: Redemption(*fields) for request_id, fields in raw.get("rd", {}).items()
         },
         recent_ledger=tuple(raw.get("lh", ())),
+        referral_claim=_decode_claim(raw.get("rc")),
     )
+
+
+def _decode_claim(stored: list[str] | None) -> tuple[str, str] | None:
+    return None if stored is None else (stored[0], stored[1])
 
 
 def _decode_stats(stored: list[Any] | None) -> Stats:

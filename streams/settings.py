@@ -98,6 +98,10 @@ class Settings:
     """``LOYALTY_REPLICATION_FACTOR``: replication factor of the topics the engine creates."""
     max_event_bytes: int = 65536
     """``LOYALTY_MAX_EVENT_BYTES``: larger input values go to the dead-letter topic."""
+    max_state_bytes: int = 262144
+    """``LOYALTY_MAX_STATE_BYTES``: most bytes a table value (a member's stored state) may
+    take; an input record whose outcome would store more goes to the dead-letter topic
+    (``state_too_large``) and changes nothing."""
     session_timeout_s: float = 10.0
     """``LOYALTY_SESSION_TIMEOUT_S``: a worker silent this long is considered dead and its
     partitions move to the others (Kafka's group session timeout)."""
@@ -188,6 +192,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         partitions=int(env.get("LOYALTY_PARTITIONS", defaults.partitions)),
         replication_factor=int(env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
+        max_state_bytes=int(env.get("LOYALTY_MAX_STATE_BYTES", defaults.max_state_bytes)),
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
@@ -220,6 +225,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_PARTITIONS": str(settings.partitions),
         "LOYALTY_REPLICATION_FACTOR": str(settings.replication_factor),
         "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+        "LOYALTY_MAX_STATE_BYTES": str(settings.max_state_bytes),
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),

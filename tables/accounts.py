@@ -64,6 +64,8 @@ from tables import lots, stats
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
 STALE_TRANSACTION = "stale_transaction"
 MEMBER_ERASED = "member_erased"
+UNKNOWN_REFERRAL_CLAIM = "unknown_referral_claim"
+UNKNOWN_HOLD = "unknown_hold"
 
 _DAY_S = 86_400
 LEDGER_HISTORY = 50
@@ -336,8 +338,9 @@ def apply_member_event(
         state = _enrol(state, event.occurred_at, event.member_id)
     if event.type == SIGNUP and event.referral_code and not state.referred:
         # Answered by the partition owning the code: see agents/referrals.py.
-        details["referral_claim"] = codes.normalize(event.referral_code)
-        state = replace(state, referred=True)
+        code = codes.normalize(event.referral_code)
+        details["referral_claim"] = code
+        state = replace(state, referred=True, referral_claim=(event.event_id, code))
     if (
         event.type == NEWSLETTER_SUBSCRIBED
         and not state.newsletter_coupon_issued
@@ -502,11 +505,20 @@ def _referral_key(outcome: ReferralOutcome) -> str:
 def apply_referral_outcome(
     state: MemberState, outcome: ReferralOutcome, program: Program, processed_ms: int
 ) -> tuple[MemberState, Outcome]:
-    """Credit one side of an accepted referral; record a refused one (nothing credited)."""
+    """Credit one side of an accepted referral; record a refused one (nothing credited).
+    An outcome that answers no claim of this member is refused (``unknown_referral_claim``):
+    a referee's must name the signup that typed the code, a referrer's the member's own
+    code."""
     key = _referral_key(outcome)
     previous = state.member_events.get(key)
     if previous is not None:
         return state, Outcome(applied=previous, duplicate=True)
+    if not _answers_a_claim(state, outcome):
+        raise RejectedTransaction(
+            UNKNOWN_REFERRAL_CLAIM,
+            f"no referral claim of code {outcome.code!r} by signup "
+            f"{outcome.signup_event_id!r} matches this {outcome.role} outcome",
+        )
     occurred_s = int(outcome.occurred_at.timestamp())
     entries: tuple[tuple[str, int], ...] = ()
     points = program.referrer_points if outcome.role == REFERRER else program.referee_points
@@ -529,6 +541,16 @@ def apply_referral_outcome(
     )
     new_state = replace(state, member_events=state.member_events.with_event(key, applied))
     return new_state, Outcome(applied=applied, duplicate=False)
+
+
+def _answers_a_claim(state: MemberState, outcome: ReferralOutcome) -> bool:
+    if outcome.role == REFERRER:
+        return state.referral_code is not None and state.referral_code == outcome.code
+    if state.referral_claim is not None:
+        return state.referral_claim == (outcome.signup_event_id, outcome.code)
+    # A state stored before claims were recorded: the signup itself, while remembered.
+    signup = state.member_events.get(outcome.signup_event_id)
+    return signup is not None and signup.details.get("referral_claim") == outcome.code
 
 
 MAX_REDEMPTIONS = 50
@@ -555,14 +577,23 @@ def apply_redemption_step(
     - ``fulfilled``: the station delivered;
     - ``cancel``: credit the points back (ledger ``redemption_refund``).
 
-    Idempotent by (request, step): a repeated step returns the stored outcome."""
+    Idempotent by (request, step): a repeated step returns the stored outcome. Every step
+    but ``hold`` must match the member's record of the request (same reward, quantity and
+    points), else it is refused (``unknown_hold``); only the coordinator's rejection of an
+    unknown or inactive reward comes with no hold before it."""
     key = f"redemption:{step.request_id}:{step.step}"
     previous = state.member_events.get(key)
     if previous is not None:
         return state, Outcome(applied=previous, duplicate=True)
+    record = state.redemptions.get(step.request_id)
+    if step.step != saga.HOLD and not _matches_hold(record, step):
+        raise RejectedTransaction(
+            UNKNOWN_HOLD,
+            f"no hold of request {step.request_id!r} for {step.quantity} x {step.reward_id!r} "
+            f"at {step.points} points matches this {step.step} step",
+        )
     occurred_s = int(step.occurred_at.timestamp())
     at = step.occurred_at.isoformat()
-    record = state.redemptions.get(step.request_id)
     entries: tuple[tuple[str, int], ...] = ()
     balance, held_lots = state.balance, state.lots
     changed = True
@@ -631,6 +662,19 @@ def apply_redemption_step(
     keep_from_s = occurred_s - program.refund_window_days * _DAY_S
     member_events = state.member_events.since(keep_from_s).with_event(key, applied)
     return replace(state, member_events=member_events), Outcome(applied=applied, duplicate=False)
+
+
+def _matches_hold(record: Redemption | None, step: RedemptionStep) -> bool:
+    if record is None:
+        return step.step == saga.REJECT and step.reason in (
+            saga.UNKNOWN_REWARD,
+            saga.INACTIVE_REWARD,
+        )
+    return (record.reward_id, record.quantity, record.points) == (
+        step.reward_id,
+        step.quantity,
+        step.points,
+    )
 
 
 def _hold_refusal(state: MemberState, step: RedemptionStep) -> str | None:

@@ -29,11 +29,14 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+import agents.batching
 import schemas.outputs
+import streams.partitioning
 import streams.redemptions
 import streams.rewards
 import tables.accounts
 from agents.accounts import PROCESSING_ERROR
+from agents.batching import OUTPUT_TOO_LARGE, STATE_TOO_LARGE
 from agents.deadletters import dead_letter
 from agents.referrals import claim_status
 from schemas import decode
@@ -75,6 +78,7 @@ from schemas.outputs import (
 from schemas.state import MemberState
 from streams import codes
 from streams import redemptions as saga
+from streams.partitioning import WRONG_PARTITION
 from streams.program import load_program
 from streams.rewards import (
     BIRTHDAY,
@@ -1970,9 +1974,20 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     decoder_reasons = _reasons_raised(decode, "InvalidEvent")
     account_reasons = _reasons_raised(tables.accounts, "RejectedTransaction")
     saga_reasons = _reasons_raised(streams.redemptions, "RejectedStationMessage")
+    placement_reasons = _reasons_raised(streams.partitioning, "InvalidEvent")
+    storage_reasons = _reasons_raised(agents.batching, "Unstorable")
     # the scan found them
-    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (10, 2, 3)
-    reasons = decoder_reasons | account_reasons | saga_reasons | {PROCESSING_ERROR}
+    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (10, 4, 3)
+    assert placement_reasons == {WRONG_PARTITION}
+    assert storage_reasons == {STATE_TOO_LARGE, OUTPUT_TOO_LARGE}
+    reasons = (
+        decoder_reasons
+        | account_reasons
+        | saga_reasons
+        | placement_reasons
+        | storage_reasons
+        | {PROCESSING_ERROR}
+    )
     field = load_schema("dead_letter")["properties"]["reason"]
     assert set(field["examples"]) == reasons
     for reason in reasons:
