@@ -206,9 +206,8 @@ class AccountProcessor:
         if hashed in pending or read(self.tables[self.erased], partition, hashed) is not None:
             raise RejectedTransaction(MEMBER_ERASED, "the member was erased (GDPR)")
         state = batch.states.get(member_key)
-        if state is None:
+        if state is None:  # kept in the batch by _record, once the record has succeeded
             state = decode_state(read(self.tables[self.members], partition, member_key))
-            batch.states[member_key] = state
         return state
 
     def _record(
@@ -225,6 +224,7 @@ class AccountProcessor:
         if anything fails before."""
         records = check_outputs(self._outputs(member_key, outputs))
         if outcome.duplicate:
+            batch.states[member_key] = new_state  # unchanged
             batch.outputs.extend(records)
             batch.counts[topic, "duplicate"] += 1
             return
