@@ -222,7 +222,7 @@ class AccountProcessor:
     ) -> None:
         """Encode the record's outcome, then hand it to the batch: nothing reaches the batch
         if anything fails before."""
-        records = check_outputs(self._outputs(member_key, outputs))
+        records = self._outputs(member_key, outputs)
         if outcome.duplicate:
             batch.states[member_key] = new_state  # unchanged
             batch.outputs.extend(records)
@@ -310,7 +310,7 @@ class AccountProcessor:
             outputs = render_daily(member_id, day, outcome.applied, new_state, self.program)
             if not outcome.duplicate:
                 new_state = remember_ledger(new_state, outputs.ledger)
-            records = check_outputs(self._outputs(member_key, outputs))
+            records = self._outputs(member_key, outputs)
         # A state the job changed is stored whatever its size (LOYALTY_MAX_STATE_BYTES
         # refuses new input, not the upkeep of what is stored) if the changelog takes it.
         encoded = None if new_state is state else encode_state(new_state)
@@ -319,23 +319,24 @@ class AccountProcessor:
         return records, encoded
 
     def _outputs(self, member_key: bytes, outputs: Outputs) -> list[Record]:
-        """The records of ``outputs``, serialised."""
+        """The records of ``outputs``, serialised and checked (``check_outputs``)."""
         names = self.names
         dumps = orjson.dumps
-        records: list[Record] = [
-            (names.ledger, member_key, dumps(entry), None) for entry in outputs.ledger
-        ]
+        records: list[Record] = []
+        add = records.append
+        for entry in outputs.ledger:
+            add((names.ledger, member_key, dumps(entry), None))
         if outputs.reward is not None:
-            records.append((names.rewards, member_key, dumps(outputs.reward), None))
+            add((names.rewards, member_key, dumps(outputs.reward), None))
         for notification in outputs.notifications:
-            records.append((names.notifications, member_key, dumps(notification), None))
+            add((names.notifications, member_key, dumps(notification), None))
         for change in outputs.segments:
-            records.append((names.segments, member_key, dumps(change), None))
+            add((names.segments, member_key, dumps(change), None))
         for op in outputs.referral_ops:
-            records.append(self._referral_op(op))
+            add(self._referral_op(op))
         for step in outputs.saga:
-            records.append(saga_message(self.settings, step))
-        return records
+            add(saga_message(self.settings, step))
+        return check_outputs(records)
 
     def _referral_op(self, op: dict[str, Any]) -> Record:
         code = op["code"].encode()

@@ -42,8 +42,9 @@ STATE_TOO_LARGE = "state_too_large"
 OUTPUT_TOO_LARGE = "output_too_large"
 
 MAX_RECORD_BYTES = MAX_MESSAGE_BYTES - 4096
-"""Most bytes of key and value of one record the engine produces: the producer's and the
-topics' limit less room for the record's framing."""
+"""Most bytes of the value of one record the engine produces: the producer's and the
+topics' limit less room for the record's framing and its key (an id the decoders bound,
+at most a few hundred bytes)."""
 
 
 class Unstorable(ValueError):
@@ -72,11 +73,11 @@ def check_state(encoded: bytes, max_bytes: int) -> bytes:
 
 def check_outputs(records: list[Record]) -> list[Record]:
     """``records``, unless one is above the producer limit (``output_too_large``)."""
-    for topic, key, value, _ in records:
-        if len(value) + len(key or b"") > MAX_RECORD_BYTES:
+    for record in records:
+        if len(record[2]) > MAX_RECORD_BYTES:
             raise Unstorable(
                 OUTPUT_TOO_LARGE,
-                f"an output to {topic} would take {len(value) + len(key or b'')} bytes; "
+                f"an output to {record[0]} would take {len(record[2])} bytes; "
                 f"the limit is {MAX_RECORD_BYTES}",
             )
     return records

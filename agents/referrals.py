@@ -22,7 +22,7 @@ from agents import metrics
 from agents.accounts import PROCESSING_ERROR, wall_clock_ms
 from agents.batching import REJECTIONS
 from agents.deadletters import send_dead_letter
-from schemas.decode import decode_referral_op
+from schemas.decode import INVALID_VALUE, InvalidEvent, decode_referral_op
 from schemas.events import (
     ACCEPTED,
     REFEREE,
@@ -31,6 +31,7 @@ from schemas.events import (
     SELF_REFERRAL,
     UNKNOWN_REFERRAL_CODE,
 )
+from streams import codes
 from streams.partitioning import check_placement, owner_partition
 from streams.settings import Settings
 from streams.topics import Topics
@@ -74,6 +75,9 @@ class ReferralProcessor:
         code = check_placement(message.key, op["code"], message.partition, self.partitions)
         kind = op["op"]
         if kind == "register":
+            if codes.referral_code(op["member_id"]) != op["code"]:
+                # A member's code derives from its id: anything else is forged.
+                raise InvalidEvent(INVALID_VALUE, "code is not the member's referral code")
             # First owner wins; a (40-bit) collision keeps the first and is counted.
             owner = self.code_to_member.get(code)
             if owner is None:

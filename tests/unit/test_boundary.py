@@ -376,10 +376,10 @@ def test_size_checks() -> None:
     with pytest.raises(agents.batching.Unstorable) as raised:
         check_state(b"x" * 11, 10)
     assert raised.value.reason == STATE_TOO_LARGE
-    fits = ("t", b"k", b"v" * (MAX_RECORD_BYTES - 1), None)
+    fits = ("t", b"k", b"v" * MAX_RECORD_BYTES, None)
     assert check_outputs([fits]) == [fits]
     with pytest.raises(agents.batching.Unstorable) as raised:
-        check_outputs([fits, ("t", b"kk", fits[2], None)])
+        check_outputs([fits, ("t", b"k", fits[2] + b"v", None)])
     assert raised.value.reason == OUTPUT_TOO_LARGE
     assert MAX_RECORD_BYTES < MAX_MESSAGE_BYTES
 
@@ -709,18 +709,20 @@ def test_the_referral_agent_dead_letters_what_it_cannot_trust() -> None:
         topics,  # type: ignore[arg-type]
         SimpleNamespace(referral_code_to_member=registry),  # type: ignore[arg-type]
     )
-    code = b"ABCD2345"
-    register = orjson.dumps({"op": "register", "code": "ABCD2345", "member_id": "m-1"})
+    code = codes.referral_code("m-1").encode()
+    register = orjson.dumps({"op": "register", "code": code.decode(), "member_id": "m-1"})
+    squat = orjson.dumps({"op": "register", "code": code.decode(), "member_id": "m-2"})
     wrong = (owner_partition(code, PARTITIONS) + 1) % PARTITIONS
 
     async def scenario() -> None:
         await processor.process(message(TOPICS.referrals, code, b"not json", 0, 1))
         await processor.process(message(TOPICS.referrals, code, register, wrong, 2))
-        await processor.process(on_owner(TOPICS.referrals, code, register, 3))
+        await processor.process(on_owner(TOPICS.referrals, code, squat, 3))
+        await processor.process(on_owner(TOPICS.referrals, code, register, 4))
 
     asyncio.run(scenario())
     reasons = [orjson.loads(value)["reason"] for _, value in topics.deadletter.sent]
-    assert reasons == ["invalid_json", WRONG_PARTITION]
+    assert reasons == ["invalid_json", WRONG_PARTITION, INVALID_VALUE]
     assert registry == {code: b"m-1"}
 
 
