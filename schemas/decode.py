@@ -264,13 +264,12 @@ REFERRAL_STATUSES = (ACCEPTED, SELF_REFERRAL, UNKNOWN_REFERRAL_CODE, REFERRER_ER
 REFERRAL_OPS = ("register", "erase", "claim")
 """Messages of ``loyalty.referrals``, keyed by code."""
 MAX_COMMAND_BYTES = 16384
-MAX_POINTS = 10**12
-"""Most points one redemption step may move (far above any reward's price, far below the
-64-bit range the state is stored in)."""
-MAX_CODE_LENGTH = 4 * MAX_ID_LENGTH
+MAX_STEP_POINTS = 10**15
+"""Most points one redemption step may move: far above any reward's price, within the
+64-bit integers the state is stored in and the 53 bits a JSON reader keeps exact."""
+MAX_REFERRAL_CODE_LENGTH = 4 * MAX_ID_LENGTH
 """A referral code as typed at signup (at most 64 characters), normalised (upper case can
 lengthen a character)."""
-MAX_NAME_LENGTH = 256
 
 
 def _whole_in_range(obj: dict[str, Any], name: str, low: int, high: int) -> int:
@@ -291,9 +290,9 @@ def _one_of(obj: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
 
 def _code(obj: dict[str, Any]) -> str:
     value = _text(obj, "code")
-    if len(value) > MAX_CODE_LENGTH:
+    if len(value) > MAX_REFERRAL_CODE_LENGTH:
         raise InvalidEvent(
-            OUT_OF_RANGE, f"field 'code' must be at most {MAX_CODE_LENGTH} characters"
+            OUT_OF_RANGE, f"field 'code' must be at most {MAX_REFERRAL_CODE_LENGTH} characters"
         )
     return value
 
@@ -315,12 +314,9 @@ def _reward_name(obj: dict[str, Any]) -> dict[str, str] | None:
     names = obj.get("reward_name")
     if names is None:
         return None
+    # The catalog's names, as long as it has them (the whole command is bounded).
     if not isinstance(names, dict) or not all(
-        isinstance(locale, str)
-        and isinstance(name, str)
-        and len(locale) <= MAX_LOCALE_LENGTH
-        and len(name) <= MAX_NAME_LENGTH
-        for locale, name in names.items()
+        isinstance(locale, str) and isinstance(name, str) for locale, name in names.items()
     ):
         raise InvalidEvent(INVALID_TYPE, "field 'reward_name' must map locales to names")
     return names
@@ -336,21 +332,21 @@ def decode_member_command(value: bytes | None) -> ReferralOutcome | RedemptionSt
         step = _one_of(obj, "redemption", MEMBER_STEPS)
         # Only a reward unknown to the catalog is rejected at 0 points.
         lowest = 0 if step == "reject" else 1
-        limit = obj.get("per_member_limit")
+        limit = None
+        if obj.get("per_member_limit") is not None:
+            limit = _whole_in_range(obj, "per_member_limit", 1, MAX_STEP_POINTS)
         return RedemptionStep(
             step=step,
             request_id=_identifier(obj, "request_id"),  # type: ignore[arg-type]
             member_id=_identifier(obj, "member_id"),  # type: ignore[arg-type]
             reward_id=_identifier(obj, "reward_id"),  # type: ignore[arg-type]
             quantity=_whole_in_range(obj, "quantity", 1, MAX_QUANTITY),
-            points=_whole_in_range(obj, "points", lowest, MAX_POINTS),
+            points=_whole_in_range(obj, "points", lowest, MAX_STEP_POINTS),
             station_id=_identifier(obj, "station_id"),  # type: ignore[arg-type]
             requested_at=_timestamp_text(obj, "requested_at"),
             occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
             reason=_reason(obj, required=False),
-            per_member_limit=(
-                None if limit is None else _whole_in_range(obj, "per_member_limit", 1, MAX_POINTS)
-            ),
+            per_member_limit=limit,
             reward_name=_reward_name(obj),
         )
     return ReferralOutcome(
