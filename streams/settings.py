@@ -106,6 +106,14 @@ class Settings:
     for it, so this bounds the added latency; a lower value costs more fetches when idle."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
+    shutdown_grace_s: float = 8.0
+    """``LOYALTY_SHUTDOWN_GRACE_S``: longest a worker takes to stop once asked (SIGTERM,
+    SIGINT) or once an agent crashed; past it the process ends itself (exit status 3 after a
+    signal, 1 after a crash) instead of lingering (``streams.worker``)."""
+    deadletter_retention_days: float = 7.0
+    """``LOYALTY_DEADLETTER_RETENTION_DAYS``: how long ``loyalty.deadletter`` keeps a record
+    (the topic's ``retention.ms``, set when the engine creates or checks its topics): a dead
+    letter can hold a member's personal data, which an erase does not reach."""
     topics: TopicNames = field(default_factory=TopicNames)
 
     @property
@@ -149,6 +157,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
         fetch_max_wait_ms=int(env.get("LOYALTY_FETCH_MAX_WAIT_MS", defaults.fetch_max_wait_ms)),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
+        shutdown_grace_s=float(env.get("LOYALTY_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)),
+        deadletter_retention_days=float(
+            env.get("LOYALTY_DEADLETTER_RETENTION_DAYS", defaults.deadletter_retention_days)
+        ),
         topics=_topic_names(env),
     )
 
@@ -172,6 +184,8 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
         "LOYALTY_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "LOYALTY_LOG_LEVEL": settings.log_level,
+        "LOYALTY_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "LOYALTY_DEADLETTER_RETENTION_DAYS": str(settings.deadletter_retention_days),
     }
     for name in TopicNames.__dataclass_fields__:
         env[f"LOYALTY_TOPIC_{name.upper()}"] = getattr(settings.topics, name)

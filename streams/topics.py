@@ -6,6 +6,7 @@ and serialises each output once, instead of going through Faust's model codecs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 
@@ -13,14 +14,16 @@ import faust
 import orjson
 from faust.types import TopicT
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.catalog import Reward, encode_reward
 from streams.partitioning import owner_partition
 from streams.redemptions import COORDINATOR, MEMBER, STOCK, Step
 from streams.settings import Settings
 from tables.definitions import TABLE_NAMES, changelog_topic_name
+
+logger = logging.getLogger(__name__)
 
 # Dead letters carry the original value base64-encoded (4/3 of its size), and the
 # contract says a 1 MB input must still reach the dead-letter topic intact.
@@ -78,6 +81,13 @@ class TopicLayoutError(RuntimeError):
     """An existing topic whose partition count breaks co-partitioning."""
 
 
+def deadletter_retention_ms(settings: Settings) -> int:
+    """``retention.ms`` of the dead-letter topic: a dead letter keeps the original bytes of
+    a rejected input, personal data included, which an erase does not reach; the retention
+    bounds how long it stays."""
+    return round(settings.deadletter_retention_days * 24 * 3600 * 1000)
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create the engine's topics that do not exist yet; return the names created.
 
@@ -102,6 +112,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         *changelogs,
     }
     compacted = {*changelogs, names.catalog}
+    retention_ms = deadletter_retention_ms(settings)
     wanted = [
         *changelogs,
         names.daily,
@@ -147,6 +158,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 topic_configs={
                     "max.message.bytes": str(MAX_MESSAGE_BYTES),
                     **({"cleanup.policy": "compact"} if name in compacted else {}),
+                    **({"retention.ms": str(retention_ms)} if name == names.deadletter else {}),
                 },
             )
             try:
@@ -154,9 +166,35 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another worker created it first
+        if names.deadletter not in created:  # it existed, maybe with another retention
+            _ensure_retention(admin, names.deadletter, retention_ms)
         return created
     finally:
         admin.close()
+
+
+def _ensure_retention(admin: KafkaAdminClient, topic: str, retention_ms: int) -> None:
+    """Set ``retention.ms`` of an existing ``topic`` (created by an earlier version, or with
+    another LOYALTY_DEADLETTER_RETENTION_DAYS) if it differs; its other settings are left
+    alone (an incremental change). A refusal (no AlterConfigs permission) is logged, not
+    raised: the worker still starts."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": None})
+    try:
+        described = admin.describe_configs([resource], config_filter="all")
+        current = described.get("topic", {}).get(topic, {}).get("retention.ms", {}).get("value")
+        if current == str(retention_ms):
+            return
+        change = ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"retention.ms": str(retention_ms)}
+        )
+        # No validation against the topic's described configs: a topic created a moment ago
+        # (by another worker) can still describe as empty.
+        results = admin.alter_configs([change], incremental=True, raise_on_unknown=False)
+        result = results.get("topic", {}).get(topic)
+    except KafkaError as error:
+        result = repr(error)
+    if result != "OK":
+        logger.warning("could not set retention.ms=%d on %s: %s", retention_ms, topic, result)
 
 
 def daily_commands(day: date, partitions: int) -> list[tuple[int, bytes, bytes]]:
