@@ -81,11 +81,22 @@ class TopicLayoutError(RuntimeError):
     """An existing topic whose partition count breaks co-partitioning."""
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
 def deadletter_retention_ms(settings: Settings) -> int:
     """``retention.ms`` of the dead-letter topic: a dead letter keeps the original bytes of
     a rejected input, personal data included, which an erase does not reach; the retention
     bounds how long it stays."""
-    return round(settings.deadletter_retention_days * 24 * 3600 * 1000)
+    return round(settings.deadletter_retention_days * DAY_MS)
+
+
+def deadletter_configs(settings: Settings) -> dict[str, str]:
+    """The dead-letter topic's retention settings. Kafka deletes whole segments once their
+    newest record is past ``retention.ms``, so a segment rolled daily (or sooner, for a
+    shorter retention) keeps a record at most a day longer than the retention."""
+    retention_ms = deadletter_retention_ms(settings)
+    return {"retention.ms": str(retention_ms), "segment.ms": str(min(retention_ms, DAY_MS))}
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -112,7 +123,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         *changelogs,
     }
     compacted = {*changelogs, names.catalog}
-    retention_ms = deadletter_retention_ms(settings)
+    retention = deadletter_configs(settings)
     wanted = [
         *changelogs,
         names.daily,
@@ -158,7 +169,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 topic_configs={
                     "max.message.bytes": str(MAX_MESSAGE_BYTES),
                     **({"cleanup.policy": "compact"} if name in compacted else {}),
-                    **({"retention.ms": str(retention_ms)} if name == names.deadletter else {}),
+                    **(retention if name == names.deadletter else {}),
                 },
             )
             try:
@@ -167,26 +178,29 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             except TopicAlreadyExistsError:
                 pass  # another worker created it first
         if names.deadletter not in created:  # it existed, maybe with another retention
-            _ensure_retention(admin, names.deadletter, retention_ms)
+            _ensure_configs(admin, names.deadletter, retention)
         return created
     finally:
         admin.close()
 
 
-def _ensure_retention(admin: KafkaAdminClient, topic: str, retention_ms: int) -> None:
-    """Set ``retention.ms`` of an existing ``topic`` (created by an earlier version, or with
-    another LOYALTY_DEADLETTER_RETENTION_DAYS) if it differs; its other settings are left
-    alone (an incremental change). A refusal (no AlterConfigs permission) is logged, not
-    raised: the worker still starts."""
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": None})
+def _ensure_configs(admin: KafkaAdminClient, topic: str, configs: dict[str, str]) -> None:
+    """Set ``configs`` on an existing ``topic`` (created by an earlier version, or with
+    another LOYALTY_DEADLETTER_RETENTION_DAYS) where they differ; its other settings are
+    left alone (an incremental change). A refusal (no AlterConfigs permission) is logged,
+    not raised: the worker still starts."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(configs))
     try:
         described = admin.describe_configs([resource], config_filter="all")
-        current = described.get("topic", {}).get(topic, {}).get("retention.ms", {}).get("value")
-        if current == str(retention_ms):
+        current = described.get("topic", {}).get(topic, {})
+        changes = {
+            name: value
+            for name, value in configs.items()
+            if current.get(name, {}).get("value") != value
+        }
+        if not changes:
             return
-        change = ConfigResource(
-            ConfigResourceType.TOPIC, topic, configs={"retention.ms": str(retention_ms)}
-        )
+        change = ConfigResource(ConfigResourceType.TOPIC, topic, configs=changes)
         # No validation against the topic's described configs: a topic created a moment ago
         # (by another worker) can still describe as empty.
         results = admin.alter_configs([change], incremental=True, raise_on_unknown=False)
@@ -194,7 +208,11 @@ def _ensure_retention(admin: KafkaAdminClient, topic: str, retention_ms: int) ->
     except KafkaError as error:
         result = repr(error)
     if result != "OK":
-        logger.warning("could not set retention.ms=%d on %s: %s", retention_ms, topic, result)
+        logger.warning("could not set %s on %s: %s", _configs_text(configs), topic, result)
+
+
+def _configs_text(configs: dict[str, str]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in configs.items())
 
 
 def daily_commands(day: date, partitions: int) -> list[tuple[int, bytes, bytes]]:

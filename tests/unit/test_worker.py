@@ -17,7 +17,7 @@ from mode import Service
 from agents.health import Readiness
 from streams.app import AgentSupervisor
 from streams.settings import Settings
-from streams.topics import deadletter_retention_ms
+from streams.topics import deadletter_configs, deadletter_retention_ms
 from streams.worker import EXIT_FORCED, prepare_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,3 +130,14 @@ def test_readiness_names_every_failing_condition():
 def test_deadletter_retention_in_milliseconds():
     assert deadletter_retention_ms(Settings()) == 7 * 24 * 3600 * 1000
     assert deadletter_retention_ms(Settings(deadletter_retention_days=0.5)) == 12 * 3600 * 1000
+
+
+def test_deadletter_segments_roll_daily_or_sooner():
+    day_ms = 24 * 3600 * 1000
+    assert deadletter_configs(Settings()) == {
+        "retention.ms": str(7 * day_ms),
+        "segment.ms": str(day_ms),
+    }
+    assert deadletter_configs(Settings(deadletter_retention_days=0.25))["segment.ms"] == str(
+        day_ms // 4
+    )
