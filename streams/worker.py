@@ -98,12 +98,11 @@ class StopRequested(BaseException):
 class GuardedWorker(Worker):
     """Faust's worker, that cannot outlive a crash or a stop signal by more than the grace.
 
-    Faust leaves a crashed worker's stop to the event loop, and the loop's own signal
-    handlers only run when the loop turns: a stop that hangs (a consumer waiting on a dead
-    broker, a blocked loop) kept the process alive, its web server answering, its group
-    empty, SIGTERM ignored. Here the signal handlers are the process's own (they run between
-    any two bytecodes of the main thread) and every way to the exit arms an
-    :class:`ExitDeadline`."""
+    Issue 18 saw crashed workers stay up for minutes, their web server answering, their
+    group empty, SIGTERM ignored: Faust's stop runs on the event loop, which nothing bounds,
+    and mode's signal handlers are the loop's, which run only when the loop turns. Here
+    the stop signals have the process's own handlers (they run between any two bytecodes
+    of the main thread), and every way to the exit arms an :class:`ExitDeadline`."""
 
     def __init__(self, app: faust.App, deadline: ExitDeadline, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -128,7 +127,8 @@ class GuardedWorker(Worker):
         )
         self.deadline.arm(EXIT_CRASHED if self.crashed else EXIT_FORCED, received.name)
         stop = self._on_sigint if received == signal.SIGINT else self._on_sigterm
-        self.loop.call_soon_threadsafe(stop)
+        if not self.loop.is_closed():  # else the worker is past its stop, exiting
+            self.loop.call_soon_threadsafe(stop)
 
     def _crash(self, reason: BaseException) -> None:
         # mode marks every service of the tree crashed, this root included, whatever

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from mode import Service
+from mode.supervisors import OneForOneSupervisor
 
 from agents.health import Readiness
 from streams.app import AgentSupervisor
@@ -82,10 +83,12 @@ class Failed(Service):
     """Stands in for an agent's actor that raised."""
 
 
-def supervise(reason: BaseException) -> tuple[Parent, AgentSupervisor, Failed]:
-    async def scenario() -> tuple[Parent, AgentSupervisor, Failed]:
+def supervise(
+    reason: BaseException, strategy: type[OneForOneSupervisor] = AgentSupervisor
+) -> tuple[Parent, OneForOneSupervisor, Failed]:
+    async def scenario() -> tuple[Parent, OneForOneSupervisor, Failed]:
         parent = Parent()
-        supervisor = AgentSupervisor(beacon=parent.beacon)
+        supervisor = strategy(beacon=parent.beacon)
         failed = Failed()
         failed.crash_reason = reason
         await supervisor.restart_service(failed)
@@ -100,6 +103,13 @@ def test_an_agent_that_raised_crashes_the_tree_instead_of_restarting():
     assert parent.crashed and parent.crash_reason is error
     assert supervisor.crashed
     assert failed.restart_count == 0
+
+
+def test_faust_default_supervisor_restarts_an_agent_that_raised():
+    # The upstream behaviour AgentSupervisor replaces (faust's agent_supervisor default).
+    parent, supervisor, failed = supervise(ValueError("a committer failed"), OneForOneSupervisor)
+    assert not parent.crashed and not supervisor.crashed
+    assert failed.restart_count == 1
 
 
 def test_an_agent_cancelled_by_a_rebalance_is_restarted():
