@@ -1,6 +1,7 @@
 """A worker's life on the real broker: readiness follows the assignment, SIGTERM is honoured
-in every state, a crashed agent ends the process, state at rest is the worker's user's
-alone (``streams.worker``, ``agents.health``)."""
+in every state (running, recovering tables, broker unreachable, past the grace), a crashed
+agent ends the process, state at rest is the worker's user's alone (``streams.worker``,
+``agents.health``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from demo.worker_process import WorkerProcess
@@ -201,4 +202,33 @@ def test_state_at_rest_is_private_and_a_slow_stop_is_forced(kafka_bootstrap, tmp
         assert "after SIGTERM: exiting now (status 3)" in worker.log_tail()
     finally:
         reader.close()
+        worker.stop()
+
+
+RECOVERED_RECORDS = 300_000
+
+
+def test_sigterm_while_tables_are_recovering(kafka_bootstrap, tmp_path):
+    settings = isolated_settings(kafka_bootstrap, tmp_path, partitions=1)
+    ensure_topics(settings)
+    # A changelog long enough for its recovery to be seen (seconds): raw bytes, as the
+    # worker writes them to RocksDB without decoding them until a member is read.
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, linger_ms=50, batch_size=1 << 20, acks=1
+    )
+    changelog = changelog_topic_name(settings.app_id, "member_to_state")
+    for number in range(RECOVERED_RECORDS):
+        producer.send(changelog, key=b"member-%07d" % number, value=b"x" * 40, partition=0)
+    producer.flush()
+    producer.close()
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        wait_until(
+            lambda: readiness(worker)[1].get("failing") == ["tables_recovered"],
+            timeout=60,
+            what="the worker recovering its assigned partitions",
+        )
+        code, took = sigterm(worker)
+        assert code == EXIT_OK, f"exit {code} after {took:.1f}s:\n{worker.log_tail()}"
+    finally:
         worker.stop()
