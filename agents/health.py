@@ -22,6 +22,7 @@ import orjson
 from faust.tables.manager import TableManager
 
 from streams.catalog import CatalogView
+from streams.openapi import READINESS_CHECKS
 
 LIVE = "/health/live"
 READY = "/health/ready"
@@ -46,14 +47,8 @@ class Readiness:
 
     @property
     def failing(self) -> list[str]:
-        """The names of the conditions that are false, in a fixed order."""
-        checks = {
-            "running": self.running,
-            "partitions_assigned": self.partitions_assigned,
-            "tables_recovered": self.tables_recovered,
-            "catalog_ready": self.catalog_ready,
-        }
-        return [name for name, fine in checks.items() if not fine]
+        """The names of the conditions that are false, in the documented order."""
+        return [name for name in READINESS_CHECKS if not getattr(self, name)]
 
     def answer(self) -> tuple[int, dict[str, Any]]:
         """HTTP status and JSON body of ``/health/ready``."""

@@ -17,6 +17,7 @@ from mode.supervisors import OneForOneSupervisor
 
 from agents.health import Readiness
 from streams.app import AgentSupervisor
+from streams.openapi import OPENAPI_DOCUMENT
 from streams.settings import Settings
 from streams.topics import deadletter_configs, deadletter_retention_ms
 from streams.worker import EXIT_FORCED, prepare_data_dir
@@ -151,3 +152,12 @@ def test_deadletter_segments_roll_daily_or_sooner():
     assert deadletter_configs(Settings(deadletter_retention_days=0.25))["segment.ms"] == str(
         day_ms // 4
     )
+
+
+def test_the_openapi_document_describes_the_health_pages():
+    schemas = OPENAPI_DOCUMENT["components"]["schemas"]
+    failing = schemas["Readiness"]["properties"]["failing"]["items"]["enum"]
+    assert failing == Readiness(False, False, False, False).failing
+    paths = OPENAPI_DOCUMENT["paths"]
+    assert set(paths["/health/ready"]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/health/live"]["get"]["responses"]) == {"200", "503"}
