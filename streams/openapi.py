@@ -72,6 +72,33 @@ _ERROR = _object(
     "An error answer.",
 )
 
+READINESS_CHECKS = ("running", "partitions_assigned", "tables_recovered", "catalog_ready")
+"""What ``GET /health/ready`` checks, in the order its ``failing`` list names them."""
+
+_LIVENESS = _object(
+    {"status": {"type": "string", "enum": ["live", "crashed"]}},
+    "Whether the worker's event loop answers and nothing crashed.",
+)
+
+_READINESS = _object(
+    {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "failing": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(READINESS_CHECKS)},
+            "description": "The checks that fail: `running` (not stopping or crashed), "
+            "`partitions_assigned` (holds a partition of the member input topics), "
+            "`tables_recovered` (tables read up since the last rebalance, which is over), "
+            "`catalog_ready` (catalog and reserved stock read up).",
+        },
+        "member_partitions": {
+            **_COUNT,
+            "description": "Partitions of the member input topics this worker holds.",
+        },
+    },
+    "Whether the worker does its share of the work.",
+)
+
 _COUPON = _object(
     {
         "code": {"type": "string", "description": "Presented at a station in a sale."},
@@ -409,6 +436,33 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/health/live": {
+            "get": {
+                "operationId": "getLiveness",
+                "summary": "Liveness probe: 200 while the worker answers and nothing crashed.",
+                "responses": {
+                    "200": _json_answer("The worker is live.", "Liveness"),
+                    "503": _json_answer(
+                        "It crashed and exits within `LOYALTY_SHUTDOWN_GRACE_S`.", "Liveness"
+                    ),
+                },
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "operationId": "getReadiness",
+                "summary": "Readiness probe: 200 when the worker holds partitions of the "
+                "member input topics, its tables are recovered and its catalog is read.",
+                "responses": {
+                    "200": _json_answer("The worker is ready.", "Readiness"),
+                    "503": _json_answer(
+                        "Not ready: `failing` names the checks that fail (a spare worker "
+                        "beyond the partition count, a rebalance, a recovery).",
+                        "Readiness",
+                    ),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -477,6 +531,8 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             "Catalog": _CATALOG,
             "CatalogReward": _CATALOG_REWARD,
             "Error": _ERROR,
+            "Liveness": _LIVENESS,
+            "Readiness": _READINESS,
         },
     },
 }

@@ -129,6 +129,14 @@ class Settings:
     http_timeout_s: float = 10.0
     """``LOYALTY_HTTP_TIMEOUT_S``: an HTTP connection is closed when its client takes longer
     than this to send a whole request (from the connection or the previous answer on)."""
+    shutdown_grace_s: float = 8.0
+    """``LOYALTY_SHUTDOWN_GRACE_S``: longest a worker takes to stop once asked (SIGTERM,
+    SIGINT) or once an agent crashed; past it the process ends itself (exit status 3 after a
+    signal, 1 after a crash) instead of lingering (``streams.worker``)."""
+    deadletter_retention_days: float = 7.0
+    """``LOYALTY_DEADLETTER_RETENTION_DAYS``: how long ``loyalty.deadletter`` keeps a record
+    (the topic's ``retention.ms``, set when the engine creates or checks its topics): a dead
+    letter can hold a member's personal data, which an erase does not reach."""
     topics: TopicNames = field(default_factory=TopicNames)
 
     @property
@@ -199,6 +207,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         else defaults.peer_hosts,
         peer_token=env.get("LOYALTY_PEER_TOKEN", defaults.peer_token),
         http_timeout_s=float(env.get("LOYALTY_HTTP_TIMEOUT_S", defaults.http_timeout_s)),
+        shutdown_grace_s=float(env.get("LOYALTY_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)),
+        deadletter_retention_days=float(
+            env.get("LOYALTY_DEADLETTER_RETENTION_DAYS", defaults.deadletter_retention_days)
+        ),
         topics=_topic_names(env),
     )
 
@@ -229,6 +241,8 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_PEER_HOSTS": ",".join(settings.peer_hosts),
         "LOYALTY_PEER_TOKEN": settings.peer_token,
         "LOYALTY_HTTP_TIMEOUT_S": str(settings.http_timeout_s),
+        "LOYALTY_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "LOYALTY_DEADLETTER_RETENTION_DAYS": str(settings.deadletter_retention_days),
     }
     for name in TopicNames.__dataclass_fields__:
         env[f"LOYALTY_TOPIC_{name.upper()}"] = getattr(settings.topics, name)

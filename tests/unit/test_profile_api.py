@@ -239,6 +239,8 @@ def test_the_openapi_document_is_valid_openapi_3_1():
     operations = sorted(result.ok().label for result in schema.get_all_operations())
     assert operations == [
         "GET /catalog",
+        "GET /health/live",
+        "GET /health/ready",
         "GET /members/{member_id}",
         "GET /members/{member_id}/ledger",
         "GET /members/{member_id}/redemptions",
