@@ -312,16 +312,21 @@ def _timestamp(value: Any, name: str) -> tuple[datetime, float]:
     return parsed, seconds
 
 
-def _occurred_at(obj: dict[str, Any], not_after_ms: int | None) -> datetime:
-    """The event time; later than ``not_after_ms`` (the clock plus the allowed skew) is
-    ``future_timestamp``."""
-    occurred_at, seconds = _timestamp(_require(obj, "occurred_at"), "occurred_at")
-    if not_after_ms is not None and seconds * 1000 > not_after_ms:
-        raise InvalidEvent(
-            FUTURE_TIMESTAMP,
-            f"field 'occurred_at' is later than the worker's clock allows: {obj['occurred_at']}",
-        )
-    return occurred_at
+def _occurred_at(obj: dict[str, Any]) -> tuple[datetime, float]:
+    """The event time and its epoch seconds."""
+    return _timestamp(_require(obj, "occurred_at"), "occurred_at")
+
+
+def _refuse_future(seconds: float, not_after_ms: int | None, obj: dict[str, Any]) -> None:
+    """Refuse an event time later than ``not_after_ms`` (the worker's clock plus the allowed
+    skew); called once the rest of the record is known to be well formed, so a malformed
+    record is reported for its shape."""
+    if not_after_ms is None or seconds * 1000 <= not_after_ms:
+        return
+    raise InvalidEvent(
+        FUTURE_TIMESTAMP,
+        f"field 'occurred_at' is later than the worker's clock allows: {obj['occurred_at']}",
+    )
 
 
 def decode_transaction(
@@ -338,11 +343,13 @@ def decode_transaction(
     liters = _number(obj, "liters", MIN_LITERS, MAX_LITERS, 0.001, 1000.0)
     amount = _number(obj, "amount", Decimal(0), MAX_AMOUNT, 0.0, 1_000_000.0)
     original = _identifier(obj, "original_transaction_id", required=kind != SALE)
-    return Transaction(
+    station_id = _identifier(obj, "station_id")
+    occurred_at, seconds = _occurred_at(obj)
+    transaction = Transaction(
         transaction_id=transaction_id,  # type: ignore[arg-type]
         member_id=member_id,  # type: ignore[arg-type]
-        station_id=_identifier(obj, "station_id"),  # type: ignore[arg-type]
-        occurred_at=_occurred_at(obj, not_after_ms),
+        station_id=station_id,  # type: ignore[arg-type]
+        occurred_at=occurred_at,
         fuel_type=_fuel_type(obj),
         liters=liters,
         amount=amount,
@@ -351,6 +358,8 @@ def decode_transaction(
         original_transaction_id=original,
         coupon_codes=_coupon_codes(obj),
     )
+    _refuse_future(seconds, not_after_ms, obj)
+    return transaction
 
 
 MAX_LOCALE_LENGTH = 16
@@ -453,11 +462,12 @@ def decode_member_event(
     if kind not in MEMBER_EVENT_TYPES:
         raise InvalidEvent(INVALID_VALUE, f"field 'type' must be one of {MEMBER_EVENT_TYPES}")
     email = _email(obj)
-    return MemberEvent(
+    occurred_at, seconds = _occurred_at(obj)
+    event = MemberEvent(
         event_id=event_id,  # type: ignore[arg-type]
         member_id=member_id,  # type: ignore[arg-type]
         type=kind,
-        occurred_at=_occurred_at(obj, not_after_ms),
+        occurred_at=occurred_at,
         birth_date=_birth_date(obj),
         locale=_locale(obj),
         referral_code=_referral_code(obj),
@@ -465,6 +475,8 @@ def decode_member_event(
         email=email,
         phone=_phone(obj),
     )
+    _refuse_future(seconds, not_after_ms, obj)
+    return event
 
 
 EARLIEST_DAILY_DATE = EARLIEST.date()
@@ -563,16 +575,19 @@ def decode_redemption(
         )
     request_id = _identifier(obj, "request_id")
     station_id = _identifier(obj, "station_id")
-    occurred_at = _occurred_at(obj, not_after_ms)
+    occurred_at, seconds = _occurred_at(obj)
     if kind != REDEMPTION_REQUEST:
-        return RedemptionMessage(kind, request_id, station_id, occurred_at)  # type: ignore[arg-type]
-    quantity = _quantity(obj)
-    return RedemptionMessage(
-        kind,
-        request_id,  # type: ignore[arg-type]
-        station_id,  # type: ignore[arg-type]
-        occurred_at,
-        member_id=_identifier(obj, "member_id"),
-        reward_id=_identifier(obj, "reward_id"),
-        quantity=quantity,
-    )
+        message = RedemptionMessage(kind, request_id, station_id, occurred_at)  # type: ignore[arg-type]
+    else:
+        quantity = _quantity(obj)
+        message = RedemptionMessage(
+            kind,
+            request_id,  # type: ignore[arg-type]
+            station_id,  # type: ignore[arg-type]
+            occurred_at,
+            member_id=_identifier(obj, "member_id"),
+            reward_id=_identifier(obj, "reward_id"),
+            quantity=quantity,
+        )
+    _refuse_future(seconds, not_after_ms, obj)
+    return message
