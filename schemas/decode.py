@@ -47,9 +47,9 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 NAIVE_TIMESTAMP = "naive_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
 
-MIN_LITERS = Decimal("0.001")
-MAX_LITERS = Decimal(1000)
-MAX_AMOUNT = Decimal(1_000_000)
+MIN_LITERS = 0.001
+MAX_LITERS = 1000
+MAX_AMOUNT = 1_000_000
 MAX_DECIMALS = 3
 """Digits after the decimal point of ``liters`` and ``amount``."""
 MAX_FUEL_TYPE_LENGTH = 32
@@ -126,7 +126,7 @@ def _first_duplicate_key(text: str) -> str | None:
         first = token[0]
         if first == '"':
             if key_next and (keys := objects[-1]) is not None:
-                key = json.loads(token)
+                key = json.loads(token) if "\\" in token else token[1:-1]
                 if key in keys:
                     return str(key)
                 keys.add(key)
@@ -254,28 +254,26 @@ def _check_typed_code(code: str, name: str) -> None:
         )
 
 
-def _number(
-    obj: dict[str, Any], name: str, minimum: Decimal, maximum: Decimal, low: float, high: float
-) -> Decimal:
-    """A JSON number within [``minimum``, ``maximum``] (``low`` and ``high`` as floats) with
-    at most MAX_DECIMALS decimals, as the exact decimal of its shortest spelling."""
+def _number(obj: dict[str, Any], name: str, low: float, high: float) -> Decimal:
+    """A JSON number from ``low`` to ``high`` with at most MAX_DECIMALS decimals, as the
+    exact decimal of its shortest spelling."""
     value = _require(obj, name)
     # bool is an int subclass in Python; true/false are not numbers in the contract.
     kind = type(value)
     if kind is int:
-        if not low <= value <= high:
-            raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be {minimum}-{maximum}")
+        if not low <= value <= high:  # exact for any int, however large
+            raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be from {low} to {high}")
         return Decimal(value)
     if kind is not float:
         raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be a number")
-    # Checked as a float first: NaN and infinities fail here and never reach Decimal.
+    # NaN and infinities fail here and never reach Decimal.
     if not low <= value <= high:
-        raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be {minimum}-{maximum}")
-    # str() of a float is its shortest round-trip form, so Decimal gets the JSON digits.
-    # Within the bounds it is written with a point (a float from 1e16 up, or under 1e-4,
-    # is written with an exponent: only those under 1e-4 can be in range, and they have
-    # more than 3 decimals).
-    text = str(value)
+        raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be from {low} to {high}")
+    # str() of a float is its shortest round-trip form, so Decimal gets the JSON digits;
+    # + 0.0 turns -0.0 into 0.0. Within the bounds it is written with a point: a float is
+    # written with an exponent from 1e16 up or under 1e-4, and those under 1e-4 have more
+    # than 3 decimals.
+    text = str(value + 0.0)
     point = text.find(".")
     if point < 0 or len(text) - point - 1 > MAX_DECIMALS:
         raise InvalidEvent(
@@ -317,13 +315,11 @@ def _occurred_at(obj: dict[str, Any]) -> tuple[datetime, float]:
     return _timestamp(_require(obj, "occurred_at"), "occurred_at")
 
 
-def _refuse_future(seconds: float, not_after_ms: int | None, obj: dict[str, Any]) -> None:
-    """Refuse an event time later than ``not_after_ms`` (the worker's clock plus the allowed
-    skew); called once the rest of the record is known to be well formed, so a malformed
-    record is reported for its shape."""
-    if not_after_ms is None or seconds * 1000 <= not_after_ms:
-        return
-    raise InvalidEvent(
+def _future(obj: dict[str, Any]) -> InvalidEvent:
+    """An event time later than the worker's clock plus the allowed skew. Checked once the
+    rest of the record is known to be well formed, so a malformed record is reported for
+    its shape."""
+    return InvalidEvent(
         FUTURE_TIMESTAMP,
         f"field 'occurred_at' is later than the worker's clock allows: {obj['occurred_at']}",
     )
@@ -340,8 +336,8 @@ def decode_transaction(
     kind = obj.get("type", SALE)
     if kind not in TRANSACTION_TYPES:
         raise InvalidEvent(INVALID_VALUE, f"field 'type' must be one of {TRANSACTION_TYPES}")
-    liters = _number(obj, "liters", MIN_LITERS, MAX_LITERS, 0.001, 1000.0)
-    amount = _number(obj, "amount", Decimal(0), MAX_AMOUNT, 0.0, 1_000_000.0)
+    liters = _number(obj, "liters", MIN_LITERS, MAX_LITERS)
+    amount = _number(obj, "amount", 0, MAX_AMOUNT)
     original = _identifier(obj, "original_transaction_id", required=kind != SALE)
     station_id = _identifier(obj, "station_id")
     occurred_at, seconds = _occurred_at(obj)
@@ -358,7 +354,8 @@ def decode_transaction(
         original_transaction_id=original,
         coupon_codes=_coupon_codes(obj),
     )
-    _refuse_future(seconds, not_after_ms, obj)
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
     return transaction
 
 
@@ -475,7 +472,8 @@ def decode_member_event(
         email=email,
         phone=_phone(obj),
     )
-    _refuse_future(seconds, not_after_ms, obj)
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
     return event
 
 
@@ -589,5 +587,6 @@ def decode_redemption(
             reward_id=_identifier(obj, "reward_id"),
             quantity=quantity,
         )
-    _refuse_future(seconds, not_after_ms, obj)
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
     return message

@@ -601,3 +601,8 @@ def test_a_duplicated_key_changes_nothing_any_more():
         b'"type":"signup"', b'"type":"signup","type":"erase"'
     )
     assert reason_of(decode_member_event, raw) == "duplicate_key"
+
+
+def test_a_negative_zero_amount_is_zero():
+    amount = decode(sale(amount=-0.0)).amount
+    assert amount == 0 and not amount.is_signed()
