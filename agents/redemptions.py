@@ -72,7 +72,7 @@ class RedemptionProcessor:
         """This batch's new values, by (table, key): read before the stored ones."""
         for message in messages:
             try:
-                self._handle(message, batch, pending)
+                self._handle(message, batch, pending, now_ms)
             except (InvalidEvent, saga.RejectedStationMessage) as error:
                 batch.dead_letter(
                     self.names.deadletter, message, error.reason, error.message, now_ms
@@ -84,7 +84,9 @@ class RedemptionProcessor:
         metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
         return output_acks
 
-    def _handle(self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]) -> None:
+    def _handle(
+        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any], now_ms: int
+    ) -> None:
         if message.topic == self.names.stock_commands:
             step = load_object(message.value, 16384)
             key = step["reward_id"].encode()
@@ -101,12 +103,15 @@ class RedemptionProcessor:
             if "step" in value:
                 self._reply(message, value, batch, pending)
                 return
-        self._station_message(message, batch, pending)
+        self._station_message(message, batch, pending, now_ms)
 
     def _station_message(
-        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]
+        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any], now_ms: int
     ) -> None:
-        redemption = decode_redemption(message.value, self.settings.max_event_bytes)
+        not_after_ms = now_ms + self.settings.max_future_skew_s * 1000
+        redemption = decode_redemption(
+            message.value, self.settings.max_event_bytes, not_after_ms=not_after_ms
+        )
         key = redemption.request_id.encode()
         owner = owner_partition(key, self.settings.partitions)
         if message.partition != owner:  # forwarded to its request's partition, unchanged

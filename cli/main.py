@@ -38,17 +38,28 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _daily(args: argparse.Namespace) -> int:
-    from datetime import date, datetime
-    from zoneinfo import ZoneInfo
+    import time
+    from datetime import date, timedelta
 
+    from schemas.decode import InvalidEvent, check_daily_date, latest_daily_date
     from streams.program import load_program
     from streams.topics import ensure_topics, send_daily_commands
 
     settings = from_env()
+    # Tomorrow in the program's time zone is the latest date a job may run for (the worker
+    # refuses a later one too): a job for a far date would expire points that are not due.
+    latest = latest_daily_date(
+        time.time_ns() // 1_000_000, load_program(settings.program_path).timezone
+    )
     if args.date:
-        day = date.fromisoformat(args.date)
+        try:
+            day = check_daily_date(date.fromisoformat(args.date), latest)
+        except ValueError as error:  # InvalidEvent is a ValueError too
+            text = error.message if isinstance(error, InvalidEvent) else "not a YYYY-MM-DD date"
+            print(f"loyalty daily: --date {args.date}: {text}", file=sys.stderr)
+            return 2
     else:
-        day = datetime.now(ZoneInfo(load_program(settings.program_path).timezone)).date()
+        day = latest - timedelta(days=1)
     ensure_topics(settings)
     partitions = send_daily_commands(settings, day)
     print(f"daily jobs of {day.isoformat()} requested on {partitions} partitions")

@@ -98,6 +98,10 @@ class Settings:
     """``LOYALTY_REPLICATION_FACTOR``: replication factor of the topics the engine creates."""
     max_event_bytes: int = 65536
     """``LOYALTY_MAX_EVENT_BYTES``: larger input values go to the dead-letter topic."""
+    max_future_skew_s: int = 300
+    """``LOYALTY_MAX_FUTURE_SKEW_S``: an input whose ``occurred_at`` is later than the worker's
+    clock plus this many seconds goes to the dead-letter topic (``future_timestamp``): one
+    record dated years ahead would otherwise make the member's later records stale."""
     session_timeout_s: float = 10.0
     """``LOYALTY_SESSION_TIMEOUT_S``: a worker silent this long is considered dead and its
     partitions move to the others (Kafka's group session timeout)."""
@@ -196,6 +200,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         partitions=int(env.get("LOYALTY_PARTITIONS", defaults.partitions)),
         replication_factor=int(env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
+        max_future_skew_s=int(env.get("LOYALTY_MAX_FUTURE_SKEW_S", defaults.max_future_skew_s)),
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
@@ -232,6 +237,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_PARTITIONS": str(settings.partitions),
         "LOYALTY_REPLICATION_FACTOR": str(settings.replication_factor),
         "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
+        "LOYALTY_MAX_FUTURE_SKEW_S": str(settings.max_future_skew_s),
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),
