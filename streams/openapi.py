@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT, MAX_MEMBER_ID_LENGTH
+from schemas.ids import ID_PATTERN, MAX_ID_LENGTH
+from streams.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT
 
 # The ``error`` codes of the API's error answers.
 MALFORMED_MEMBER_ID = "malformed_member_id"
@@ -482,9 +483,14 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "name": "member_id",
                 "in": "path",
                 "required": True,
-                "description": f"The member id: 1-{MAX_MEMBER_ID_LENGTH} printable characters, "
-                "percent-encoded in the path.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_MEMBER_ID_LENGTH},
+                "description": f"The member id: 1-{MAX_ID_LENGTH} characters of the id grammar "
+                "ingest accepts (A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit).",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "pattern": f"^{ID_PATTERN}$",
+                },
                 "example": EXAMPLE_MEMBER,
             }
         },
@@ -503,8 +509,8 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "responses": {
             "MalformedMemberId": _json_answer(
                 f"`{MALFORMED_MEMBER_ID}`: the member id is empty, longer than "
-                f"{MAX_MEMBER_ID_LENGTH} characters or has characters that are not printable "
-                "(control, format or separator characters other than the space).",
+                f"{MAX_ID_LENGTH} characters or has a character outside the id grammar "
+                "(A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit).",
                 "Error",
             ),
             "UnknownMember": _json_answer(
