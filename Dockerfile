@@ -37,7 +37,8 @@ LABEL org.opencontainers.image.title="loyalty-stream" \
 RUN groupadd --system --gid 10001 loyalty \
     && useradd --system --uid 10001 --gid loyalty --home-dir /app --shell /usr/sbin/nologin loyalty \
     && mkdir -p /var/lib/loyalty \
-    && chown loyalty:loyalty /var/lib/loyalty
+    && chown loyalty:loyalty /var/lib/loyalty \
+    && chmod 0700 /var/lib/loyalty
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
@@ -55,12 +56,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 USER loyalty
 # RocksDB table state; a named volume keeps it across restarts (faster recovery than
-# replaying the changelog topics).
+# replaying the changelog topics). The worker keeps it 0700 and its files 0600 (umask 077).
 VOLUME ["/var/lib/loyalty"]
 EXPOSE 6066
 
+# Healthy: the worker holds partitions, its tables are recovered and its catalog is read
+# (GET /health/ready; /health/live only says the process answers). docs/operations.md.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=4 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('LOYALTY_WEB_PORT', '6066'), timeout=4)" || exit 1
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('LOYALTY_WEB_PORT', '6066'), timeout=4)" || exit 1
+# On SIGTERM the worker is gone within LOYALTY_SHUTDOWN_GRACE_S (8 s): a clean stop, or
+# forced past it; keep the runtime's stop timeout longer (Docker's default is 10 s).
 
 ENTRYPOINT ["loyalty"]
 CMD ["worker"]

@@ -48,6 +48,7 @@ from schemas.decode import (
     decode_member_command,
     decode_member_event,
     decode_transaction,
+    latest_daily_date,
 )
 from schemas.events import ERASE, MemberEvent, RedemptionStep, Transaction
 from schemas.state import MemberState, decode_state, encode_state
@@ -152,10 +153,11 @@ class AccountProcessor:
             return
         is_transaction, forward_to = self.routes[message.topic]
         max_bytes = self.settings.max_event_bytes
+        not_after_ms = now_ms + self.settings.max_future_skew_s * 1000
         event: Transaction | MemberEvent = (
-            decode_transaction(message.value, max_bytes)
+            decode_transaction(message.value, max_bytes, not_after_ms=not_after_ms)
             if is_transaction
-            else decode_member_event(message.value, max_bytes)
+            else decode_member_event(message.value, max_bytes, not_after_ms=not_after_ms)
         )
         partitions = self.settings.partitions
         partition = message.partition
@@ -267,7 +269,8 @@ class AccountProcessor:
         """The daily job for every member of the command's partition, committed in chunks;
         returns the batch to go on with."""
         try:
-            day = decode_daily_command(message.value)
+            latest = latest_daily_date(now_ms, self.program.timezone)
+            day = decode_daily_command(message.value, latest)
         except REJECTIONS as error:
             self._reject(batch, message, error.reason, error.message, now_ms)
             return batch

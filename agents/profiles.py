@@ -47,6 +47,7 @@ from faust.types import TableT
 from yarl import URL
 
 from agents.accounts import Clock
+from schemas.ids import MAX_ID_LENGTH, is_identifier
 from schemas.state import MemberState, decode_state
 from streams.openapi import (
     INVALID_LIMIT,
@@ -71,9 +72,7 @@ from streams.peers import (
 from streams.profile import (
     DEFAULT_LEDGER_LIMIT,
     MAX_LEDGER_LIMIT,
-    MAX_MEMBER_ID_LENGTH,
     is_known,
-    is_member_id,
     member_profile,
     recent_ledger,
 )
@@ -118,14 +117,14 @@ def unavailable(message: str) -> Answer:
 
 def malformed_member_id(member_id: str) -> Answer | None:
     """The 400 answer for an id the engine could not hold (URL-decoded), else None."""
-    if is_member_id(member_id):
+    if is_identifier(member_id):
         return None
     return _error(
         400,
         MALFORMED_MEMBER_ID,
-        f"a member id is 1 to {MAX_MEMBER_ID_LENGTH} printable characters; this one has "
-        f"{len(member_id)} characters"
-        + ("" if member_id.isprintable() else ", not all of them printable"),
+        f"a member id is 1 to {MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ : @ + -, "
+        f"starting with a letter or digit (the ids ingest accepts); this one has "
+        f"{len(member_id)} characters",
     )
 
 

@@ -90,7 +90,7 @@ class RedemptionProcessor:
         """This batch's new values, by (table, key): read before the stored ones."""
         for message in messages:
             try:
-                self._handle(message, batch, pending)
+                self._handle(message, batch, pending, now_ms)
             except REJECTIONS as error:
                 batch.dead_letter(
                     self.names.deadletter, message, error.reason, error.message, now_ms
@@ -102,7 +102,9 @@ class RedemptionProcessor:
         metrics.PROCESSING_SECONDS.observe((time.perf_counter() - started) / len(messages))
         return output_acks
 
-    def _handle(self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]) -> None:
+    def _handle(
+        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any], now_ms: int
+    ) -> None:
         partitions = self.settings.partitions
         if message.topic == self.names.stock_commands:
             step = decode_stock_command(message.value)
@@ -122,12 +124,15 @@ class RedemptionProcessor:
                 key = check_placement(message.key, request_id, message.partition, partitions)
                 self._reply(message, key, reply, batch, pending)
                 return
-        self._station_message(message, batch, pending)
+        self._station_message(message, batch, pending, now_ms)
 
     def _station_message(
-        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any]
+        self, message: Any, batch: Batch, pending: dict[tuple[str, bytes], Any], now_ms: int
     ) -> None:
-        redemption = decode_redemption(message.value, self.settings.max_event_bytes)
+        not_after_ms = now_ms + self.settings.max_future_skew_s * 1000
+        redemption = decode_redemption(
+            message.value, self.settings.max_event_bytes, not_after_ms=not_after_ms
+        )
         partitions = self.settings.partitions
         if message.topic == self.names.redemption_steps:  # forwarded by the engine
             key = check_placement(message.key, redemption.request_id, message.partition, partitions)

@@ -3,52 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from streams.settings import from_env
 
 
+def _stop_at_once(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _worker(args: argparse.Namespace) -> int:
-    from faust.worker import Worker
+    # Importing Faust takes seconds: a stop signal meanwhile ends the command cleanly, until
+    # the worker installs its own handlers (streams.worker).
+    signal.signal(signal.SIGTERM, _stop_at_once)
+    signal.signal(signal.SIGINT, _stop_at_once)
+    from streams.worker import run_worker
 
-    from streams.app import create_app
-    from streams.topics import ensure_topics
-
-    settings = from_env()
-    app = create_app(settings)
-    # Faust creates only the last level of the data directory.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings)
-    worker = Worker(app, loglevel=settings.log_level, quiet=True)
-    # Faust's terminal spinner lowers the root logger to DEBUG so that it spins on every
-    # record: every Kafka send then builds a debug LogRecord (11% of a worker's CPU in a
-    # py-spy profile). A worker has no use for a spinner.
-    worker.spinner = None
-    worker.execute_from_commandline()
-    return 0
+    return run_worker(from_env())
 
 
 def _topics(args: argparse.Namespace) -> int:
     from streams.topics import ensure_topics
 
-    created = ensure_topics(from_env())
+    settings = from_env()
+    created = ensure_topics(settings)
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    print(
+        f"{settings.topics.deadletter}: records kept "
+        f"{settings.deadletter_retention_days:g} days (LOYALTY_DEADLETTER_RETENTION_DAYS)"
+    )
     return 0
 
 
 def _daily(args: argparse.Namespace) -> int:
-    from datetime import date, datetime
-    from zoneinfo import ZoneInfo
+    import time
+    from datetime import date, timedelta
 
+    from schemas.decode import InvalidEvent, check_daily_date, latest_daily_date
     from streams.program import load_program
     from streams.topics import ensure_topics, send_daily_commands
 
     settings = from_env()
+    # Tomorrow in the program's time zone is the latest date a job may run for (the worker
+    # refuses a later one too): a job for a far date would expire points that are not due.
+    latest = latest_daily_date(
+        time.time_ns() // 1_000_000, load_program(settings.program_path).timezone
+    )
     if args.date:
-        day = date.fromisoformat(args.date)
+        try:
+            day = check_daily_date(date.fromisoformat(args.date), latest)
+        except ValueError as error:  # InvalidEvent is a ValueError too
+            text = error.message if isinstance(error, InvalidEvent) else "not a YYYY-MM-DD date"
+            print(f"loyalty daily: --date {args.date}: {text}", file=sys.stderr)
+            return 2
     else:
-        day = datetime.now(ZoneInfo(load_program(settings.program_path).timezone)).date()
+        day = latest - timedelta(days=1)
     ensure_topics(settings)
     partitions = send_daily_commands(settings, day)
     print(f"daily jobs of {day.isoformat()} requested on {partitions} partitions")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -39,20 +40,30 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Return once the worker's HTTP server answers; raise if it died or timed out."""
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"
+    def wait_ready(self, timeout: float = 60.0, assigned: bool = False) -> None:
+        """Return once the worker's HTTP server answers (``assigned``: once ``/health/ready``
+        says 200, the worker holding partitions with its tables recovered); raise if it
+        died or timed out."""
+        path = "/health/ready" if assigned else "/metrics"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
                 raise RuntimeError(f"worker exited; log tail:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)  # polling interval, not synchronisation
+            if self.health(path)[0] == 200:
+                return
+            time.sleep(0.1)  # polling interval, not synchronisation
         raise TimeoutError(f"worker not ready after {timeout}s; log tail:\n{self.log_tail()}")
+
+    def health(self, path: str = "/health/ready") -> tuple[int | None, bytes]:
+        """Status and body of a GET of ``path``; status None if nothing answered."""
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+        except OSError:
+            return None, b""
 
     def metrics(self) -> str:
         url = f"http://{self.settings.web_host}:{self.settings.web_port}/metrics"

@@ -5,7 +5,7 @@ A reward is one record of the compacted topic ``loyalty.catalog``, keyed by its
 The value is a UTF-8 JSON object (:func:`encode_reward` writes it, :func:`decode_reward`
 reads it)::
 
-    {"reward_id": "car-wash",                 1-64 printable characters, = the record key
+    {"reward_id": "car-wash",                 an id (schemas/ids.py), = the record key
      "name": {"en": "Car wash", "es": ...},   display name by locale; "en" is required
      "cost_points": 450,                      points per unit, >= 1
      "stock": 40,                             units the catalog offers, >= 0; null: unlimited
@@ -32,7 +32,8 @@ from typing import Any
 
 import orjson
 
-MAX_REWARD_ID_LENGTH = 64
+from schemas.ids import MAX_ID_LENGTH, is_identifier
+
 FALLBACK_LOCALE = "en"
 UNLIMITED = "unlimited"
 """How a catalog file writes ``stock`` = null."""
@@ -87,15 +88,12 @@ def _reward_id(data: Mapping[str, Any], where: str) -> str:
     value = data.get("reward_id")
     if value is None:
         raise CatalogError(where, "reward_id", "is required")
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value) <= MAX_REWARD_ID_LENGTH
-        or not value.isprintable()
-    ):
+    if not isinstance(value, str) or not is_identifier(value):
         raise CatalogError(
             where,
             "reward_id",
-            f"must be a string of 1 to {MAX_REWARD_ID_LENGTH} printable characters, got {value!r}",
+            f"must be an id: 1 to {MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ : @ + -, "
+            f"starting with a letter or digit (as redemption requests send it), got {value!r}",
         )
     return value
 

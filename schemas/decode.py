@@ -2,13 +2,20 @@
 
 Every rejection raises :class:`InvalidEvent` with a machine-readable ``reason`` (part of
 the public contract: it is the ``reason`` of the dead letter) and a human-readable message.
+Every bound of the contract (README "Event contract", ``schemas/json/``) is checked here,
+so nothing a producer writes can make a later step fail: ids follow the one id grammar
+(``schemas.ids``), every string has a length, every number a range and a precision, and
+timestamps and dates lie between 2000-01-01 and the worker's clock (plus a skew).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -30,21 +37,45 @@ from schemas.events import (
     ReferralOutcome,
     Transaction,
 )
+from schemas.ids import ID_PATTERN, MAX_ID_LENGTH, is_typed_code
 
 # Dead-letter reasons produced here.
 TOO_LARGE = "too_large"
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
 NOT_AN_OBJECT = "not_an_object"
+DUPLICATE_KEY = "duplicate_key"
 MISSING_FIELD = "missing_field"
 INVALID_TYPE = "invalid_type"
 OUT_OF_RANGE = "out_of_range"
 INVALID_VALUE = "invalid_value"
 INVALID_TIMESTAMP = "invalid_timestamp"
 NAIVE_TIMESTAMP = "naive_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
 
-MAX_ID_LENGTH = 64
-MAX_LITERS = Decimal(1000)
+MIN_LITERS = 0.001
+MAX_LITERS = 1000
+MAX_AMOUNT = 1_000_000
+MAX_DECIMALS = 3
+"""Digits after the decimal point of ``liters`` and ``amount``."""
+MAX_FUEL_TYPE_LENGTH = 32
+MAX_COUPON_CODES = 10
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No event time or daily-job date is before this."""
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""Nor at or after this, whatever the clock: every later step can still add a day or an
+offset to an event time without leaving ``datetime``'s range."""
+_EARLIEST_S = EARLIEST.timestamp()
+_LATEST_S = LATEST.timestamp()
+
+_is_identifier = re.compile(ID_PATTERN).fullmatch
+"""``schemas.ids.is_identifier`` without a call in between: four ids per transaction."""
+_FUEL_TYPE = re.compile(r"[A-Za-z0-9._-]+")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_LOCALE = re.compile(r"[A-Za-z0-9_-]+")
+_PHONE = re.compile(r"[0-9+ ()-]+")
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],]')
+"""A JSON string, or a bracket or comma: what tells a key from a value."""
 
 
 class InvalidEvent(ValueError):
@@ -57,7 +88,8 @@ class InvalidEvent(ValueError):
 
 
 def load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
-    """Parse one raw value into a JSON object, or raise :class:`InvalidEvent`."""
+    """Parse one raw value into a JSON object, or raise :class:`InvalidEvent`. A key that
+    appears twice in one object, at any depth, is refused (orjson would keep the last)."""
     if value is None:
         raise InvalidEvent(INVALID_JSON, "message has no value (null / tombstone)")
     if len(value) > max_bytes:
@@ -65,14 +97,83 @@ def load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError as error:
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError as utf8_error:
-            raise InvalidEvent(INVALID_UTF8, f"value is not UTF-8: {utf8_error}") from None
-        raise InvalidEvent(INVALID_JSON, f"value is not JSON: {error}") from None
+        parsed = _load_beyond_double(value, error)
     if not isinstance(parsed, dict):
         raise InvalidEvent(NOT_AN_OBJECT, f"value is a JSON {type(parsed).__name__}, not an object")
+    if _has_duplicate_key(value, parsed):
+        key = _first_duplicate_key(value.decode())
+        raise InvalidEvent(DUPLICATE_KEY, f"key {key!r} appears twice in one object")
     return parsed
+
+
+def _has_duplicate_key(value: bytes, parsed: Any) -> bool:
+    """Whether some object of ``value`` repeats a key, without a second parse.
+
+    Without a backslash in ``value``, a string's bytes are its text, so every ``:`` of
+    ``value`` is either inside a string or follows a key. orjson writes ``parsed`` back
+    with one ``:`` per key it kept and the same strings: the two counts are equal exactly
+    when no key was dropped, that is when no object repeats a key. With a backslash (or
+    nested deeper than orjson writes), the keys are read one by one."""
+    if value.find(b"\\") < 0:
+        try:
+            written = orjson.dumps(parsed)
+        except orjson.JSONEncodeError:  # deeper than orjson writes (254), or a lone surrogate
+            return _first_duplicate_key(value.decode()) is not None
+        return value.count(b":") != written.count(b":")
+    return _first_duplicate_key(value.decode()) is not None
+
+
+def _first_duplicate_key(text: str) -> str | None:
+    """The first key that an object of ``text`` (valid JSON) repeats, or None."""
+    objects: list[set[str] | None] = []  # the keys seen in each open object; None: array
+    key_next = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        first = token[0]
+        if first == '"':
+            if key_next and (keys := objects[-1]) is not None:
+                key = json.loads(token) if "\\" in token else token[1:-1]
+                if key in keys:
+                    return str(key)
+                keys.add(key)
+                key_next = False
+        elif first == "{":
+            objects.append(set())
+            key_next = True
+        elif first == "[":
+            objects.append(None)
+            key_next = False
+        elif first == ",":
+            key_next = objects[-1] is not None
+        else:
+            objects.pop()
+            key_next = False
+    return None
+
+
+def _load_beyond_double(value: bytes, error: orjson.JSONDecodeError) -> Any:
+    """``value`` orjson refused: not UTF-8, not JSON, or JSON with a number beyond a double
+    (``1e400``, an integer of 400 digits), which is read as an infinity here so that the
+    field it is in is ``out_of_range`` (and an unknown field is still ignored)."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as utf8_error:
+        raise InvalidEvent(INVALID_UTF8, f"value is not UTF-8: {utf8_error}") from None
+    if "infinity" not in str(error):
+        raise InvalidEvent(INVALID_JSON, f"value is not JSON: {error}") from None
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as json_error:
+        raise InvalidEvent(INVALID_JSON, f"value is not JSON: {json_error}") from None
+
+
+def _parse_int(text: str) -> int | float:
+    # int() refuses more than 4,300 digits; anything beyond 20 digits is out of every range.
+    return int(text) if len(text) <= 20 else float(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _require(obj: dict[str, Any], name: str) -> Any:
@@ -83,14 +184,21 @@ def _require(obj: dict[str, Any], name: str) -> Any:
 
 
 def _identifier(obj: dict[str, Any], name: str, required: bool = True) -> str | None:
+    """An id of the one grammar (``schemas.ids``)."""
     value = _require(obj, name) if required else obj.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be a string")
+    if _is_identifier(value) is not None:
+        return value
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be 1-{MAX_ID_LENGTH} characters")
-    return value
+    raise InvalidEvent(
+        INVALID_VALUE,
+        f"field '{name}' may hold only ASCII letters, digits and . _ : @ + -, "
+        "starting with a letter or digit",
+    )
 
 
 def _text(obj: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -104,17 +212,90 @@ def _text(obj: dict[str, Any], name: str, default: str | None = None) -> str:
     return value
 
 
-def _number(obj: dict[str, Any], name: str) -> Decimal:
+def _fuel_type(obj: dict[str, Any]) -> str:
+    value = _text(obj, "fuel_type")
+    if len(value) > MAX_FUEL_TYPE_LENGTH:
+        raise InvalidEvent(
+            OUT_OF_RANGE, f"field 'fuel_type' must be at most {MAX_FUEL_TYPE_LENGTH} characters"
+        )
+    if _FUEL_TYPE.fullmatch(value) is None:
+        raise InvalidEvent(
+            INVALID_VALUE, "field 'fuel_type' may hold only ASCII letters, digits and . _ -"
+        )
+    return value
+
+
+def _currency(obj: dict[str, Any]) -> str:
+    value = _text(obj, "currency", default="EUR")
+    if _CURRENCY.fullmatch(value) is not None:
+        return value
+    if len(value) != 3:
+        raise InvalidEvent(OUT_OF_RANGE, "field 'currency' must be 3 letters (ISO 4217)")
+    raise InvalidEvent(INVALID_VALUE, "field 'currency' must be 3 upper-case ASCII letters")
+
+
+def _coupon_codes(obj: dict[str, Any]) -> tuple[str, ...]:
+    codes = obj.get("coupon_codes")
+    if codes is None:
+        return ()
+    if not isinstance(codes, list) or not all(isinstance(code, str) and code for code in codes):
+        raise InvalidEvent(INVALID_TYPE, "field 'coupon_codes' must be a list of strings")
+    if len(codes) > MAX_COUPON_CODES:
+        raise InvalidEvent(
+            OUT_OF_RANGE, f"field 'coupon_codes' holds at most {MAX_COUPON_CODES} codes"
+        )
+    for code in codes:
+        _check_typed_code(code, "coupon_codes")
+    return tuple(codes)
+
+
+def _check_typed_code(code: str, name: str) -> None:
+    if len(code) > MAX_ID_LENGTH:
+        raise InvalidEvent(OUT_OF_RANGE, f"a code of '{name}' is longer than {MAX_ID_LENGTH}")
+    if not is_typed_code(code):
+        raise InvalidEvent(
+            INVALID_VALUE,
+            f"a code of '{name}' may hold only ASCII letters, digits, spaces and . _ : @ + -, "
+            "starting with a letter or digit",
+        )
+
+
+def _number(obj: dict[str, Any], name: str, low: float, high: float) -> Decimal:
+    """A JSON number from ``low`` to ``high`` with at most MAX_DECIMALS decimals, as the
+    exact decimal of its shortest spelling."""
     value = _require(obj, name)
     # bool is an int subclass in Python; true/false are not numbers in the contract.
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    kind = type(value)
+    if kind is int:
+        if not low <= value <= high:  # exact for any int, however large
+            raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be from {low} to {high}")
+        return Decimal(value)
+    if kind is not float:
         raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be a number")
-    # str() of a float is its shortest round-trip form, so Decimal gets the JSON digits.
-    return Decimal(str(value))
+    # NaN and infinities fail here and never reach Decimal.
+    if not low <= value <= high:
+        raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be from {low} to {high}")
+    # str() of a float is its shortest round-trip form, so Decimal gets the JSON digits;
+    # + 0.0 turns -0.0 into 0.0. Within the bounds it is written with a point: a float is
+    # written with an exponent from 1e16 up or under 1e-4, and those under 1e-4 have more
+    # than 3 decimals.
+    text = str(value + 0.0)
+    point = text.find(".")
+    if point < 0 or len(text) - point - 1 > MAX_DECIMALS:
+        raise InvalidEvent(
+            OUT_OF_RANGE, f"field '{name}' has more than {MAX_DECIMALS} decimals: {text}"
+        )
+    return Decimal(text)
 
 
 def parse_timestamp(value: Any, name: str) -> datetime:
-    """An ISO-8601 timestamp with a UTC offset; naive timestamps are rejected."""
+    """An ISO-8601 timestamp with a UTC offset, from 2000-01-01T00:00:00Z and before the
+    year 9999; naive timestamps are rejected."""
+    return _timestamp(value, name)[0]
+
+
+def _timestamp(value: Any, name: str) -> tuple[datetime, float]:
+    """:func:`parse_timestamp` and its epoch seconds."""
     if not isinstance(value, str):
         raise InvalidEvent(INVALID_TYPE, f"field '{name}' must be an ISO-8601 string")
     try:
@@ -125,48 +306,70 @@ def parse_timestamp(value: Any, name: str) -> datetime:
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise InvalidEvent(NAIVE_TIMESTAMP, f"field '{name}' has no UTC offset: {value!r}")
-    return parsed
+    # timestamp() of an aware datetime is a difference: no overflow for year 1 or 9999.
+    seconds = parsed.timestamp()
+    if not _EARLIEST_S <= seconds < _LATEST_S:
+        raise InvalidEvent(
+            OUT_OF_RANGE,
+            f"field '{name}' must be from 2000-01-01T00:00:00Z, before 9999: {value!r}",
+        )
+    return parsed, seconds
 
 
-def decode_transaction(value: bytes | None, max_bytes: int) -> Transaction:
-    """Decode and validate one POS transaction. Unknown extra fields are ignored."""
+def _occurred_at(obj: dict[str, Any]) -> tuple[datetime, float]:
+    """The event time and its epoch seconds."""
+    return _timestamp(_require(obj, "occurred_at"), "occurred_at")
+
+
+def _future(obj: dict[str, Any]) -> InvalidEvent:
+    """An event time later than the worker's clock plus the allowed skew. Checked once the
+    rest of the record is known to be well formed, so a malformed record is reported for
+    its shape."""
+    return InvalidEvent(
+        FUTURE_TIMESTAMP,
+        f"field 'occurred_at' is later than the worker's clock allows: {obj['occurred_at']}",
+    )
+
+
+def decode_transaction(
+    value: bytes | None, max_bytes: int, *, not_after_ms: int | None = None
+) -> Transaction:
+    """Decode and validate one POS transaction. Unknown extra fields are ignored; an
+    ``occurred_at`` later than ``not_after_ms`` (epoch ms, when given) is refused."""
     obj = load_object(value, max_bytes)
     transaction_id = _identifier(obj, "transaction_id")
     member_id = _identifier(obj, "member_id")
     kind = obj.get("type", SALE)
     if kind not in TRANSACTION_TYPES:
         raise InvalidEvent(INVALID_VALUE, f"field 'type' must be one of {TRANSACTION_TYPES}")
-    liters = _number(obj, "liters")
-    if not 0 < liters <= MAX_LITERS:
-        raise InvalidEvent(OUT_OF_RANGE, f"field 'liters' must be > 0 and <= {MAX_LITERS}")
-    amount = _number(obj, "amount")
-    if amount < 0:
-        raise InvalidEvent(OUT_OF_RANGE, "field 'amount' must be >= 0")
+    liters = _number(obj, "liters", MIN_LITERS, MAX_LITERS)
+    amount = _number(obj, "amount", 0, MAX_AMOUNT)
     original = _identifier(obj, "original_transaction_id", required=kind != SALE)
-    coupon_codes = obj.get("coupon_codes")
-    if coupon_codes is None:
-        coupon_codes = []
-    if not isinstance(coupon_codes, list) or not all(
-        isinstance(code, str) and code for code in coupon_codes
-    ):
-        raise InvalidEvent(INVALID_TYPE, "field 'coupon_codes' must be a list of strings")
-    return Transaction(
+    station_id = _identifier(obj, "station_id")
+    occurred_at, seconds = _occurred_at(obj)
+    transaction = Transaction(
         transaction_id=transaction_id,  # type: ignore[arg-type]
         member_id=member_id,  # type: ignore[arg-type]
-        station_id=_text(obj, "station_id"),
-        occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
-        fuel_type=_text(obj, "fuel_type"),
+        station_id=station_id,  # type: ignore[arg-type]
+        occurred_at=occurred_at,
+        fuel_type=_fuel_type(obj),
         liters=liters,
         amount=amount,
         type=kind,
-        currency=_text(obj, "currency", default="EUR"),
+        currency=_currency(obj),
         original_transaction_id=original,
-        coupon_codes=tuple(coupon_codes),
+        coupon_codes=_coupon_codes(obj),
     )
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
+    return transaction
 
 
 MAX_LOCALE_LENGTH = 16
+MIN_LOCALE_LENGTH = 2
 MAX_CONTACT_LENGTH = 254
+MIN_EMAIL_LENGTH = 3
+MAX_PHONE_LENGTH = 32
 
 
 def _optional_text(obj: dict[str, Any], name: str, max_length: int) -> str | None:
@@ -178,6 +381,52 @@ def _optional_text(obj: dict[str, Any], name: str, max_length: int) -> str | Non
     if len(value) > max_length:
         raise InvalidEvent(OUT_OF_RANGE, f"field '{name}' must be at most {max_length} characters")
     return value
+
+
+def _locale(obj: dict[str, Any]) -> str | None:
+    locale = _optional_text(obj, "locale", MAX_LOCALE_LENGTH)
+    if locale is None:
+        return None
+    if len(locale) < MIN_LOCALE_LENGTH:
+        raise InvalidEvent(
+            OUT_OF_RANGE, f"field 'locale' must be {MIN_LOCALE_LENGTH}-16 characters"
+        )
+    if _LOCALE.fullmatch(locale) is None:
+        raise InvalidEvent(
+            INVALID_VALUE, "field 'locale' may hold only ASCII letters, digits, '-' and '_'"
+        )
+    return locale
+
+
+def _email(obj: dict[str, Any]) -> str | None:
+    email = _optional_text(obj, "email", MAX_CONTACT_LENGTH)
+    if email is None:
+        return None
+    if len(email) < MIN_EMAIL_LENGTH:
+        raise InvalidEvent(OUT_OF_RANGE, f"field 'email' must be {MIN_EMAIL_LENGTH}-254 characters")
+    # isprintable() is False for control, format (U+200B, U+202E) and separator characters
+    # but the ASCII space, which is refused on its own.
+    if "@" not in email or " " in email or not email.isprintable():
+        raise InvalidEvent(
+            INVALID_VALUE, "field 'email' is not an e-mail address (an '@', no whitespace)"
+        )
+    return email
+
+
+def _phone(obj: dict[str, Any]) -> str | None:
+    phone = _optional_text(obj, "phone", MAX_PHONE_LENGTH)
+    if phone is not None and _PHONE.fullmatch(phone) is None:
+        raise InvalidEvent(
+            INVALID_VALUE, "field 'phone' may hold only digits, '+', spaces, '-', '(' and ')'"
+        )
+    return phone
+
+
+def _referral_code(obj: dict[str, Any]) -> str | None:
+    code = _optional_text(obj, "referral_code", MAX_ID_LENGTH)
+    if code is not None:
+        _check_typed_code(code, "referral_code")
+    return code
 
 
 def _birth_date(obj: dict[str, Any]) -> date | None:
@@ -204,41 +453,70 @@ def _marketing_consent(obj: dict[str, Any]) -> bool | None:
     return marketing
 
 
-def decode_member_event(value: bytes | None, max_bytes: int) -> MemberEvent:
-    """Decode and validate one member event. Unknown extra fields are ignored."""
+def decode_member_event(
+    value: bytes | None, max_bytes: int, *, not_after_ms: int | None = None
+) -> MemberEvent:
+    """Decode and validate one member event. Unknown extra fields are ignored; an
+    ``occurred_at`` later than ``not_after_ms`` (epoch ms, when given) is refused."""
     obj = load_object(value, max_bytes)
     event_id = _identifier(obj, "event_id")
     member_id = _identifier(obj, "member_id")
     kind = _require(obj, "type")
     if kind not in MEMBER_EVENT_TYPES:
         raise InvalidEvent(INVALID_VALUE, f"field 'type' must be one of {MEMBER_EVENT_TYPES}")
-    email = _optional_text(obj, "email", MAX_CONTACT_LENGTH)
-    if email is not None and "@" not in email:
-        raise InvalidEvent(INVALID_VALUE, "field 'email' is not an e-mail address")
-    return MemberEvent(
+    email = _email(obj)
+    occurred_at, seconds = _occurred_at(obj)
+    event = MemberEvent(
         event_id=event_id,  # type: ignore[arg-type]
         member_id=member_id,  # type: ignore[arg-type]
         type=kind,
-        occurred_at=parse_timestamp(_require(obj, "occurred_at"), "occurred_at"),
+        occurred_at=occurred_at,
         birth_date=_birth_date(obj),
-        locale=_optional_text(obj, "locale", MAX_LOCALE_LENGTH),
-        referral_code=_optional_text(obj, "referral_code", MAX_ID_LENGTH),
+        locale=_locale(obj),
+        referral_code=_referral_code(obj),
         marketing_consent=_marketing_consent(obj),
         email=email,
-        phone=_optional_text(obj, "phone", 32),
+        phone=_phone(obj),
     )
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
+    return event
 
 
-def decode_daily_command(value: bytes | None) -> date:
-    """The date of a daily-job command (``{"command": "daily", "date": "YYYY-MM-DD"}``)."""
+EARLIEST_DAILY_DATE = EARLIEST.date()
+
+
+def latest_daily_date(now_ms: int, timezone: str) -> date:
+    """The last date a daily job may be run for at ``now_ms``: tomorrow in ``timezone``
+    (the program's time zone)."""
+    today = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(timezone)).date()
+    return today + timedelta(days=1)
+
+
+def check_daily_date(day: date, latest: date) -> date:
+    """``day`` when a daily job may run for it: from 2000-01-01 to ``latest``
+    (:func:`latest_daily_date`); a later date would expire points that are not due."""
+    if not EARLIEST_DAILY_DATE <= day <= latest:
+        raise InvalidEvent(
+            OUT_OF_RANGE,
+            f"daily-job date {day.isoformat()} is not from {EARLIEST_DAILY_DATE.isoformat()} "
+            f"to {latest.isoformat()} (tomorrow in the program's time zone)",
+        )
+    return day
+
+
+def decode_daily_command(value: bytes | None, latest: date) -> date:
+    """The date of a daily-job command (``{"command": "daily", "date": "YYYY-MM-DD"}``),
+    not after ``latest`` (:func:`latest_daily_date`)."""
     obj = load_object(value, 4096)
     if obj.get("command") != "daily":
         raise InvalidEvent(INVALID_VALUE, "field 'command' must be 'daily'")
     raw = _require(obj, "date")
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except (TypeError, ValueError):
         raise InvalidEvent(INVALID_VALUE, f"field 'date' is not YYYY-MM-DD: {raw!r}") from None
+    return check_daily_date(day, latest)
 
 
 # Internal topics (written by the engine) are validated like inputs: anyone who can write
@@ -404,9 +682,26 @@ def decode_referral_op(value: bytes | None) -> dict[str, Any]:
 MAX_QUANTITY = 100
 
 
-def decode_redemption(value: bytes | None, max_bytes: int) -> RedemptionMessage:
+def _quantity(obj: dict[str, Any]) -> int:
+    quantity = _require(obj, "quantity")
+    kind = type(quantity)  # bool is an int subclass; true/false are not numbers here
+    if kind is not int and kind is not float:
+        raise InvalidEvent(INVALID_TYPE, "field 'quantity' must be a whole number")
+    # A float is out of range when it is (NaN, infinities and 20-digit integers included),
+    # otherwise it was written with a fraction or an exponent.
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise InvalidEvent(OUT_OF_RANGE, f"field 'quantity' must be 1-{MAX_QUANTITY}")
+    if kind is float:
+        raise InvalidEvent(INVALID_TYPE, "field 'quantity' must be a whole number")
+    return int(quantity)
+
+
+def decode_redemption(
+    value: bytes | None, max_bytes: int, *, not_after_ms: int | None = None
+) -> RedemptionMessage:
     """Decode and validate one redemption request, fulfilment or cancellation. Unknown
-    extra fields are ignored."""
+    extra fields are ignored; an ``occurred_at`` later than ``not_after_ms`` (epoch ms,
+    when given) is refused."""
     obj = load_object(value, max_bytes)
     kind = obj.get("type", REDEMPTION_REQUEST)
     if kind not in REDEMPTION_TYPES:
@@ -415,20 +710,20 @@ def decode_redemption(value: bytes | None, max_bytes: int) -> RedemptionMessage:
         )
     request_id = _identifier(obj, "request_id")
     station_id = _identifier(obj, "station_id")
-    occurred_at = parse_timestamp(_require(obj, "occurred_at"), "occurred_at")
+    occurred_at, seconds = _occurred_at(obj)
     if kind != REDEMPTION_REQUEST:
-        return RedemptionMessage(kind, request_id, station_id, occurred_at)  # type: ignore[arg-type]
-    quantity = _require(obj, "quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise InvalidEvent(INVALID_TYPE, "field 'quantity' must be a whole number")
-    if not 1 <= quantity <= MAX_QUANTITY:
-        raise InvalidEvent(OUT_OF_RANGE, f"field 'quantity' must be 1-{MAX_QUANTITY}")
-    return RedemptionMessage(
-        kind,
-        request_id,  # type: ignore[arg-type]
-        station_id,  # type: ignore[arg-type]
-        occurred_at,
-        member_id=_identifier(obj, "member_id"),
-        reward_id=_identifier(obj, "reward_id"),
-        quantity=quantity,
-    )
+        message = RedemptionMessage(kind, request_id, station_id, occurred_at)  # type: ignore[arg-type]
+    else:
+        quantity = _quantity(obj)
+        message = RedemptionMessage(
+            kind,
+            request_id,  # type: ignore[arg-type]
+            station_id,  # type: ignore[arg-type]
+            occurred_at,
+            member_id=_identifier(obj, "member_id"),
+            reward_id=_identifier(obj, "reward_id"),
+            quantity=quantity,
+        )
+    if not_after_ms is not None and seconds * 1000 > not_after_ms:
+        raise _future(obj)
+    return message

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import faust
+import asyncio
 
-from agents import accounts, daily, profiles, redemptions, referrals, web
+import faust
+from mode import ServiceT
+from mode.supervisors import OneForOneSupervisor
+
+from agents import accounts, daily, health, profiles, redemptions, referrals, web
 from agents import catalog as catalog_feed
 from agents.accounts import AccountProcessor, Clock, wall_clock_ms
 from streams import faust_patches
@@ -13,6 +17,23 @@ from streams.program import load_program
 from streams.settings import Settings
 from streams.topics import MAX_MESSAGE_BYTES, declare_topics
 from tables.definitions import define_tables
+
+
+class AgentSupervisor(OneForOneSupervisor):
+    """An agent that failed crashes the worker, which exits (``streams.worker``).
+
+    Faust's default supervisor restarts a failed agent on the same stream: the events it had
+    taken are never acknowledged, and a partition's committed offset stops below the first
+    of them (Faust commits up to the first gap) while processing goes on. A restarted worker
+    processes them again from the last commit instead. An agent cancelled by a rebalance is
+    still restarted, as Faust expects."""
+
+    async def restart_service(self, service: ServiceT) -> None:
+        reason = service.crash_reason
+        if reason is None or isinstance(reason, asyncio.CancelledError):
+            await super().restart_service(service)
+        else:
+            await self.crash(reason)
 
 
 def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
@@ -52,6 +73,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         web_metrics_enabled=False,
         web_application_options={"middlewares": [web.guard]},
         autodiscover=False,
+        agent_supervisor=AgentSupervisor,
     )
     faust_patches.time_out_http_connections(app, settings.http_timeout_s)
     topics = declare_topics(app, settings)
@@ -64,6 +86,7 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
     referrals.register(app, referrals.ReferralProcessor(settings, topics, tables))
     daily.register(app, settings, program, topics)
     web.register(app)
+    health.register(app, topics.member_inputs.topics, catalog)
     profiles.register(app, settings, program, tables.member_to_state, clock)
     redemptions.register(
         app, redemptions.RedemptionProcessor(settings, topics, tables, catalog, clock), catalog

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT, MAX_MEMBER_ID_LENGTH
+from schemas.ids import ID_PATTERN, MAX_ID_LENGTH
+from streams.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT
 
 # The ``error`` codes of the API's error answers.
 MALFORMED_MEMBER_ID = "malformed_member_id"
@@ -70,6 +71,33 @@ _ERROR = _object(
         "message": {"type": "string", "description": "What went wrong, for people."},
     },
     "An error answer.",
+)
+
+READINESS_CHECKS = ("running", "partitions_assigned", "tables_recovered", "catalog_ready")
+"""What ``GET /health/ready`` checks, in the order its ``failing`` list names them."""
+
+_LIVENESS = _object(
+    {"status": {"type": "string", "enum": ["live", "crashed"]}},
+    "Whether the worker's event loop answers and nothing crashed.",
+)
+
+_READINESS = _object(
+    {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "failing": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(READINESS_CHECKS)},
+            "description": "The checks that fail: `running` (not stopping or crashed), "
+            "`partitions_assigned` (holds a partition of the member input topics), "
+            "`tables_recovered` (tables read up since the last rebalance, which is over), "
+            "`catalog_ready` (catalog and reserved stock read up).",
+        },
+        "member_partitions": {
+            **_COUNT,
+            "description": "Partitions of the member input topics this worker holds.",
+        },
+    },
+    "Whether the worker does its share of the work.",
 )
 
 _COUPON = _object(
@@ -409,6 +437,33 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/health/live": {
+            "get": {
+                "operationId": "getLiveness",
+                "summary": "Liveness probe: 200 while the worker answers and nothing crashed.",
+                "responses": {
+                    "200": _json_answer("The worker is live.", "Liveness"),
+                    "503": _json_answer(
+                        "It crashed and exits within `LOYALTY_SHUTDOWN_GRACE_S`.", "Liveness"
+                    ),
+                },
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "operationId": "getReadiness",
+                "summary": "Readiness probe: 200 when the worker holds partitions of the "
+                "member input topics, its tables are recovered and its catalog is read.",
+                "responses": {
+                    "200": _json_answer("The worker is ready.", "Readiness"),
+                    "503": _json_answer(
+                        "Not ready: `failing` names the checks that fail (a spare worker "
+                        "beyond the partition count, a rebalance, a recovery).",
+                        "Readiness",
+                    ),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -428,9 +483,14 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "name": "member_id",
                 "in": "path",
                 "required": True,
-                "description": f"The member id: 1-{MAX_MEMBER_ID_LENGTH} printable characters, "
-                "percent-encoded in the path.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_MEMBER_ID_LENGTH},
+                "description": f"The member id: 1-{MAX_ID_LENGTH} characters of the id grammar "
+                "ingest accepts (A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit).",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "pattern": f"^{ID_PATTERN}$",
+                },
                 "example": EXAMPLE_MEMBER,
             }
         },
@@ -449,8 +509,8 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "responses": {
             "MalformedMemberId": _json_answer(
                 f"`{MALFORMED_MEMBER_ID}`: the member id is empty, longer than "
-                f"{MAX_MEMBER_ID_LENGTH} characters or has characters that are not printable "
-                "(control, format or separator characters other than the space).",
+                f"{MAX_ID_LENGTH} characters or has a character outside the id grammar "
+                "(A-Z a-z 0-9 . _ : @ + -, starting with a letter or digit).",
                 "Error",
             ),
             "UnknownMember": _json_answer(
@@ -477,6 +537,8 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             "Catalog": _CATALOG,
             "CatalogReward": _CATALOG_REWARD,
             "Error": _ERROR,
+            "Liveness": _LIVENESS,
+            "Readiness": _READINESS,
         },
     },
 }

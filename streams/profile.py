@@ -19,7 +19,6 @@ from streams.segments import rfm_scores
 from tables.accounts import LEDGER_HISTORY
 from tables.stats import figures
 
-MAX_MEMBER_ID_LENGTH = 64
 DEFAULT_LEDGER_LIMIT = 20
 MAX_LEDGER_LIMIT = LEDGER_HISTORY
 
@@ -33,11 +32,6 @@ _LEDGER_FIELDS = (
     "occurred_at",
     "processed_at",
 )
-
-
-def is_member_id(text: str) -> bool:
-    """True for an id the engine could hold: 1-64 characters, no control characters."""
-    return 1 <= len(text) <= MAX_MEMBER_ID_LENGTH and text.isprintable()
 
 
 def is_known(state: MemberState) -> bool:

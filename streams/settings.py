@@ -102,6 +102,10 @@ class Settings:
     """``LOYALTY_MAX_STATE_BYTES``: most bytes a table value (a member's stored state) may
     take; an input record whose outcome would store more goes to the dead-letter topic
     (``state_too_large``) and changes nothing."""
+    max_future_skew_s: int = 300
+    """``LOYALTY_MAX_FUTURE_SKEW_S``: an input whose ``occurred_at`` is later than the worker's
+    clock plus this many seconds goes to the dead-letter topic (``future_timestamp``): one
+    record dated years ahead would otherwise make the member's later records stale."""
     session_timeout_s: float = 10.0
     """``LOYALTY_SESSION_TIMEOUT_S``: a worker silent this long is considered dead and its
     partitions move to the others (Kafka's group session timeout)."""
@@ -133,6 +137,14 @@ class Settings:
     http_timeout_s: float = 10.0
     """``LOYALTY_HTTP_TIMEOUT_S``: an HTTP connection is closed when its client takes longer
     than this to send a whole request (from the connection or the previous answer on)."""
+    shutdown_grace_s: float = 8.0
+    """``LOYALTY_SHUTDOWN_GRACE_S``: longest a worker takes to stop once asked (SIGTERM,
+    SIGINT) or once an agent crashed; past it the process ends itself (exit status 3 after a
+    signal, 1 after a crash) instead of lingering (``streams.worker``)."""
+    deadletter_retention_days: float = 7.0
+    """``LOYALTY_DEADLETTER_RETENTION_DAYS``: how long ``loyalty.deadletter`` keeps a record
+    (the topic's ``retention.ms``, set when the engine creates or checks its topics): a dead
+    letter can hold a member's personal data, which an erase does not reach."""
     topics: TopicNames = field(default_factory=TopicNames)
 
     @property
@@ -193,6 +205,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         replication_factor=int(env.get("LOYALTY_REPLICATION_FACTOR", defaults.replication_factor)),
         max_event_bytes=int(env.get("LOYALTY_MAX_EVENT_BYTES", defaults.max_event_bytes)),
         max_state_bytes=int(env.get("LOYALTY_MAX_STATE_BYTES", defaults.max_state_bytes)),
+        max_future_skew_s=int(env.get("LOYALTY_MAX_FUTURE_SKEW_S", defaults.max_future_skew_s)),
         session_timeout_s=float(env.get("LOYALTY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
         daily_cron=env.get("LOYALTY_DAILY_CRON", defaults.daily_cron),
         standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
@@ -204,6 +217,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         else defaults.peer_hosts,
         peer_token=env.get("LOYALTY_PEER_TOKEN", defaults.peer_token),
         http_timeout_s=float(env.get("LOYALTY_HTTP_TIMEOUT_S", defaults.http_timeout_s)),
+        shutdown_grace_s=float(env.get("LOYALTY_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)),
+        deadletter_retention_days=float(
+            env.get("LOYALTY_DEADLETTER_RETENTION_DAYS", defaults.deadletter_retention_days)
+        ),
         topics=_topic_names(env),
     )
 
@@ -226,6 +243,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_REPLICATION_FACTOR": str(settings.replication_factor),
         "LOYALTY_MAX_EVENT_BYTES": str(settings.max_event_bytes),
         "LOYALTY_MAX_STATE_BYTES": str(settings.max_state_bytes),
+        "LOYALTY_MAX_FUTURE_SKEW_S": str(settings.max_future_skew_s),
         "LOYALTY_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
         "LOYALTY_DAILY_CRON": settings.daily_cron,
         "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),
@@ -235,6 +253,8 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_PEER_HOSTS": ",".join(settings.peer_hosts),
         "LOYALTY_PEER_TOKEN": settings.peer_token,
         "LOYALTY_HTTP_TIMEOUT_S": str(settings.http_timeout_s),
+        "LOYALTY_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "LOYALTY_DEADLETTER_RETENTION_DAYS": str(settings.deadletter_retention_days),
     }
     for name in TopicNames.__dataclass_fields__:
         env[f"LOYALTY_TOPIC_{name.upper()}"] = getattr(settings.topics, name)

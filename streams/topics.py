@@ -6,6 +6,7 @@ and serialises each output once, instead of going through Faust's model codecs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 
@@ -13,14 +14,16 @@ import faust
 import orjson
 from faust.types import TopicT
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.catalog import Reward, encode_reward
 from streams.partitioning import owner_partition
 from streams.redemptions import COORDINATOR, MEMBER, STOCK, Step
 from streams.settings import Settings
 from tables.definitions import TABLE_NAMES, changelog_topic_name
+
+logger = logging.getLogger(__name__)
 
 # Dead letters carry the original value base64-encoded (4/3 of its size), and the
 # contract says a 1 MB input must still reach the dead-letter topic intact.
@@ -78,6 +81,24 @@ class TopicLayoutError(RuntimeError):
     """An existing topic whose partition count breaks co-partitioning."""
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
+def deadletter_retention_ms(settings: Settings) -> int:
+    """``retention.ms`` of the dead-letter topic: a dead letter keeps the original bytes of
+    a rejected input, personal data included, which an erase does not reach; the retention
+    bounds how long it stays."""
+    return round(settings.deadletter_retention_days * DAY_MS)
+
+
+def deadletter_configs(settings: Settings) -> dict[str, str]:
+    """The dead-letter topic's retention settings. Kafka deletes whole segments once their
+    newest record is past ``retention.ms``, so a segment rolled daily (or sooner, for a
+    shorter retention) keeps a record at most a day longer than the retention."""
+    retention_ms = deadletter_retention_ms(settings)
+    return {"retention.ms": str(retention_ms), "segment.ms": str(min(retention_ms, DAY_MS))}
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create the engine's topics that do not exist yet; return the names created.
 
@@ -102,6 +123,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         *changelogs,
     }
     compacted = {*changelogs, names.catalog}
+    retention = deadletter_configs(settings)
     wanted = [
         *changelogs,
         names.daily,
@@ -147,6 +169,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 topic_configs={
                     "max.message.bytes": str(MAX_MESSAGE_BYTES),
                     **({"cleanup.policy": "compact"} if name in compacted else {}),
+                    **(retention if name == names.deadletter else {}),
                 },
             )
             try:
@@ -154,9 +177,42 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another worker created it first
+        if names.deadletter not in created:  # it existed, maybe with another retention
+            _ensure_configs(admin, names.deadletter, retention)
         return created
     finally:
         admin.close()
+
+
+def _ensure_configs(admin: KafkaAdminClient, topic: str, configs: dict[str, str]) -> None:
+    """Set ``configs`` on an existing ``topic`` (created by an earlier version, or with
+    another LOYALTY_DEADLETTER_RETENTION_DAYS) where they differ; its other settings are
+    left alone (an incremental change). A refusal (no AlterConfigs permission) is logged,
+    not raised: the worker still starts."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(configs))
+    try:
+        described = admin.describe_configs([resource], config_filter="all")
+        current = described.get("topic", {}).get(topic, {})
+        changes = {
+            name: value
+            for name, value in configs.items()
+            if current.get(name, {}).get("value") != value
+        }
+        if not changes:
+            return
+        change = ConfigResource(ConfigResourceType.TOPIC, topic, configs=changes)
+        # No validation against the topic's described configs: a topic created a moment ago
+        # (by another worker) can still describe as empty.
+        results = admin.alter_configs([change], incremental=True, raise_on_unknown=False)
+        result = results.get("topic", {}).get(topic)
+    except KafkaError as error:
+        result = repr(error)
+    if result != "OK":
+        logger.warning("could not set %s on %s: %s", _configs_text(configs), topic, result)
+
+
+def _configs_text(configs: dict[str, str]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in configs.items())
 
 
 def daily_commands(day: date, partitions: int) -> list[tuple[int, bytes, bytes]]:

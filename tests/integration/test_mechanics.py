@@ -264,12 +264,13 @@ def test_daily_job_through_kafka_gives_the_birthday_bonus_once(engine):
 
 
 def test_daily_job_expires_points_a_year_later(engine):
+    # A year before T0: the worker refuses event times and daily jobs after its clock.
     m = member()
-    engine.sale(m, f"{m}-1", 20.0, day=0)  # 2026-06-01: 40 + 100
+    engine.sale(m, f"{m}-1", 20.0, day=-365)  # 2025-06-01: 40 + 100
     engine.rewards(m, 1)
-    send_daily_commands(engine.settings, date(2027, 5, 25))  # notice: expires in 7 days
-    send_daily_commands(engine.settings, date(2027, 6, 1))  # 365 days later
-    engine.sale(m, f"{m}-2", 5.0, day=366)
+    send_daily_commands(engine.settings, date(2026, 5, 25))  # notice: expires in 7 days
+    send_daily_commands(engine.settings, date(2026, 6, 1))  # 365 days later
+    engine.sale(m, f"{m}-2", 5.0, day=1)
     engine.rewards(m, 4)
     assert engine.ledger(m) == [
         ("fuel_points", 40, 40),

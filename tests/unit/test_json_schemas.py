@@ -63,6 +63,7 @@ from schemas.events import (
     ReferralOutcome,
     Transaction,
 )
+from schemas.ids import ID_PATTERN, MAX_ID_LENGTH, TYPED_CODE_PATTERN
 from schemas.outputs import (
     BIRTHDAY_BONUS,
     COUPON_BONUS,
@@ -285,8 +286,17 @@ VALID_TRANSACTIONS: dict[str, Any] = {
     "integer liters and amount": sale(liters=40, amount=60),
     "amount zero": sale(amount=0),
     "id of exactly 64 characters": sale(transaction_id="t" * 64, member_id="m" * 64),
-    "id of 64 non-ASCII code points": sale(member_id="\u00e9" * 63 + "\U0001f600"),
+    "ids with every character of the id grammar": sale(
+        transaction_id="Pos.0042_20260105:000731@st+9-x", station_id="9" * 64
+    ),
+    "liters and amount with 3 decimals": sale(liters=20.125, amount=34.835),
+    "amount at the upper bound 1,000,000": sale(amount=1_000_000),
+    "fuel_type of 32 characters, upper case and a dot": sale(fuel_type="Diesel.PLUS_" + "x" * 20),
+    "10 coupon codes, as typed": sale(
+        coupon_codes=["r7zxn-qsdj3", "R7Z XNQ SDJ3", "c" * 64] + ["SPRING10"] * 7
+    ),
     "UTC written Z": sale(occurred_at="2026-01-05T08:07:31Z"),
+    "early in 2001": sale(occurred_at="2001-01-01T00:00:00+05:00"),
     "negative offset": sale(occurred_at="2026-01-05T03:07:31-05:00"),
     "half-hour offset and fractional seconds": sale(occurred_at="2026-01-05T13:37:31.250+05:30"),
     "nanosecond fraction": sale(occurred_at="2026-01-05T08:07:31.123456789Z"),
@@ -316,6 +326,15 @@ class Invalid:
 
 
 LONG_ID = "x" * 65
+HOSTILE_CHARACTERS = {
+    "a space": " ",
+    "NUL": "\x00",
+    "a newline": "\n",
+    "U+200B (zero-width space)": "\u200b",
+    "U+202E (right-to-left override)": "\u202e",
+    "a slash": "/",
+}
+"""Characters no id may hold (the decoder: invalid_value; the schema: its pattern)."""
 
 
 def bad_time(occurred_at: str, reason: str) -> Invalid:
@@ -338,7 +357,46 @@ INVALID_TRANSACTIONS: dict[str, Invalid] = {
     "liters as a boolean": Invalid(sale(liters=True), "invalid_type", "liters"),
     "amount as a string": Invalid(sale(amount="34.83"), "invalid_type", "amount"),
     "numeric transaction_id": Invalid(sale(transaction_id=731), "invalid_type", "transaction_id"),
-    "empty station_id": Invalid(sale(station_id=""), "invalid_type", "station_id"),
+    "empty station_id": Invalid(sale(station_id=""), "out_of_range", "station_id"),
+    "station_id of 65 chars": Invalid(sale(station_id=LONG_ID), "out_of_range", "station_id"),
+    "station_id with a space": Invalid(sale(station_id="ST 0042"), "invalid_value", "station_id"),
+    "id of 64 non-ASCII code points": Invalid(
+        sale(member_id="\u00e9" * 63 + "\U0001f600"), "invalid_value", "member_id"
+    ),
+    **{
+        f"transaction_id with {name}": Invalid(
+            sale(transaction_id=f"pos{char}0042"), "invalid_value", "transaction_id"
+        )
+        for name, char in HOSTILE_CHARACTERS.items()
+    },
+    "transaction_id starting with -": Invalid(
+        sale(transaction_id="-pos-1"), "invalid_value", "transaction_id"
+    ),
+    "original_transaction_id with U+202E": Invalid(
+        refund(original_transaction_id="pos\u202e1"), "invalid_value", "original_transaction_id"
+    ),
+    "fuel_type of 33 chars": Invalid(sale(fuel_type="d" * 33), "out_of_range", "fuel_type"),
+    "fuel_type with a space": Invalid(sale(fuel_type="super plus"), "invalid_value", "fuel_type"),
+    "fuel_type with U+200B": Invalid(sale(fuel_type="diesel\u200b"), "invalid_value", "fuel_type"),
+    "liters 1e-300": Invalid(sale(liters=1e-300), "out_of_range", "liters"),
+    "liters 0.0005": Invalid(sale(liters=0.0005), "out_of_range", "liters"),
+    "liters 1e18": Invalid(sale(liters=1e18), "out_of_range", "liters"),
+    "amount 1e18": Invalid(sale(amount=1e18), "out_of_range", "amount"),
+    "amount 2**64": Invalid(sale(amount=2**64 - 1), "out_of_range", "amount"),
+    "amount 1,000,000.5": Invalid(sale(amount=1_000_000.5), "out_of_range", "amount"),
+    "currency in lower case": Invalid(sale(currency="eur"), "invalid_value", "currency"),
+    "currency of 4 letters": Invalid(sale(currency="EURO"), "out_of_range", "currency"),
+    "currency of 1 letter": Invalid(sale(currency="E"), "out_of_range", "currency"),
+    "11 coupon codes": Invalid(sale(coupon_codes=["X"] * 11), "out_of_range", "coupon_codes"),
+    "coupon code of 65 chars": Invalid(
+        sale(coupon_codes=["c" * 65]), "out_of_range", "coupon_codes"
+    ),
+    "coupon code with NUL": Invalid(
+        sale(coupon_codes=["SPRING\x0010"]), "invalid_value", "coupon_codes"
+    ),
+    "coupon code starting with a space": Invalid(
+        sale(coupon_codes=[" SPRING10"]), "invalid_value", "coupon_codes"
+    ),
     "fuel_type as a list": Invalid(sale(fuel_type=["diesel"]), "invalid_type", "fuel_type"),
     "empty currency": Invalid(sale(currency=""), "invalid_type", "currency"),
     "coupon_codes as a string": Invalid(
@@ -372,6 +430,11 @@ INVALID_TRANSACTIONS: dict[str, Invalid] = {
     "leap second": bad_time("2026-12-31T23:59:60Z", "invalid_timestamp"),
     "lower-case t and z": bad_time("2026-01-05t08:07:31z", "invalid_timestamp"),
     "offset of 24 hours": bad_time("2026-01-05T08:07:31+24:00", "invalid_timestamp"),
+    "before 2000": bad_time("1999-12-31T23:59:59Z", "out_of_range"),
+    "2000 locally, 1999 in UTC": bad_time("2000-01-01T00:30:00+01:00", "out_of_range"),
+    "year 1 with a negative offset": bad_time("0001-01-01T00:00:00-05:00", "out_of_range"),
+    "year 1 with a positive offset": bad_time("0001-01-01T00:00:00+05:00", "out_of_range"),
+    "year 9999 with a negative offset": bad_time("9999-12-31T23:59:59-05:00", "out_of_range"),
     "refund without original": Invalid(
         refund(original_transaction_id=DROP), "missing_field", "original_transaction_id"
     ),
@@ -434,6 +497,91 @@ def test_decoder_only_limits_are_enforced_by_the_decoder():
         with pytest.raises(InvalidEvent) as raised:
             decode_transaction(raw, MAX_BYTES)
         assert raised.value.reason == reason
+
+
+def _described(schema: str, field: str, *phrases: str) -> None:
+    description = load_schema(schema)["properties"][field]["description"]
+    for phrase in phrases:
+        assert phrase in description, (schema, field, phrase)
+
+
+def test_bounds_json_schema_cannot_express_are_described_and_enforced_by_the_decoder():
+    """Valid to a JSON Schema validator, refused by the engine, and said in the description
+    (and in schemas/json/README.md): the precision of a number (``multipleOf`` 0.001 is
+    unreliable on binary floats), the clock, and a key written twice (a validator sees the
+    parsed object, where one of them is gone)."""
+    cases = [
+        (sale(liters=20.1234), {}, "out_of_range"),
+        (sale(amount=34.8351), {}, "out_of_range"),
+        (sale(liters=0.0015), {}, "out_of_range"),
+        # a second after the worker's clock plus the skew (2026-01-05T08:07:31Z)
+        (
+            sale(occurred_at="2026-01-05T08:07:32Z"),
+            {"not_after_ms": 1_767_600_451_000},
+            "future_timestamp",
+        ),
+    ]
+    for payload, options, reason in cases:
+        assert validator("transaction").is_valid(payload), payload
+        with pytest.raises(InvalidEvent) as raised:
+            decode_transaction(orjson.dumps(payload), MAX_BYTES, **options)
+        assert raised.value.reason == reason
+    # exactly at the limit is accepted
+    at_limit = orjson.dumps(sale(occurred_at="2026-01-05T08:07:31Z"))
+    decode_transaction(at_limit, MAX_BYTES, not_after_ms=1_767_600_451_000)
+    _described("transaction", "liters", "at most 3 decimals", "JSON Schema cannot say")
+    _described("transaction", "amount", "at most 3 decimals")
+    for name in ("transaction", "member_event", "redemption"):
+        _described(name, "occurred_at", "LOYALTY_MAX_FUTURE_SKEW_S", "future_timestamp")
+
+    raw = orjson.dumps(sale(liters=10))[:-1] + b',"liters":900}'
+    assert validator("transaction").is_valid(json.loads(raw))  # the last one wins there
+    with pytest.raises(InvalidEvent) as raised:
+        decode_transaction(raw, MAX_BYTES)
+    assert raised.value.reason == "duplicate_key"
+    assert "`duplicate_key`" in load_schema("dead_letter")["properties"]["reason"]["description"]
+
+
+ID_FIELDS = [
+    ("transaction", "transaction_id"),
+    ("transaction", "member_id"),
+    ("transaction", "original_transaction_id"),
+    ("transaction", "station_id"),
+    ("member_event", "event_id"),
+    ("member_event", "member_id"),
+    ("redemption", "request_id"),
+    ("redemption", "member_id"),
+    ("redemption", "reward_id"),
+    ("redemption", "station_id"),
+]
+
+
+@pytest.mark.parametrize(("schema", "field"), ID_FIELDS)
+def test_every_id_field_has_the_one_id_grammar(schema, field):
+    prop = load_schema(schema)["properties"][field]
+    assert prop["pattern"] == f"^{ID_PATTERN}$"
+    assert (prop["minLength"], prop["maxLength"]) == (1, MAX_ID_LENGTH)
+    assert "id grammar" in prop["description"]
+
+
+def test_typed_codes_have_the_id_grammar_with_spaces():
+    coupon = load_schema("transaction")["properties"]["coupon_codes"]
+    referral = load_schema("member_event")["properties"]["referral_code"]
+    assert coupon["items"]["pattern"] == referral["pattern"] == f"^{TYPED_CODE_PATTERN}$"
+    assert coupon["maxItems"] == 10
+
+
+def test_a_final_newline_passes_python_patterns_but_not_the_decoder():
+    """JSON Schema patterns are ECMA-262, where ``$`` ends the string; Python's ``re`` (the
+    jsonschema package) also matches ``$`` before one final newline. The engine refuses
+    the newline; schemas/json/README.md says so."""
+    payload = sale(transaction_id="pos-1\n")
+    assert validator("transaction").is_valid(payload)  # a Python-only leniency
+    with pytest.raises(InvalidEvent) as raised:
+        decode_transaction(orjson.dumps(payload), MAX_BYTES)
+    assert raised.value.reason == "invalid_value"
+    readme = (SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    assert "final newline" in readme
 
 
 # Where the decoder is more lenient than the published contract. The schema must reject
@@ -510,10 +658,13 @@ VALID_MEMBER_EVENTS: dict[str, Any] = {
     "unknown extra fields are ignored": member_event(source="app", device={"os": "ios"}),
     "ids of exactly 64 characters": member_event(event_id="e" * 64, member_id="m" * 64),
     "locale of 16 characters": member_event(locale="es-ES-u-nu-latn1"),
-    "non-ASCII locale of 16 code points": member_event(locale="\u00e9" * 16),
+    "locale of 2 characters, and with an underscore": member_event(locale="es_ES"),
     "locale not checked against a list": member_event(locale="klingon"),
     "email of 254 characters": member_event(email=EMAIL_254),
-    "email is only checked for an @": member_event(email="@"),
+    "email is only checked for an @ and its characters": member_event(email="@@@"),
+    "email with letters of another script": member_event(email="\u00f1and\u00fa@example.es"),
+    "phone with spaces, dashes and parentheses": member_event(phone="+34 (600) 123-123"),
+    "referral_code as typed": member_event(referral_code="6fv 109-nx"),
     "phone of 32 characters": member_event(phone=PHONE_32),
     "referral_code of 64 characters": member_event(referral_code="r" * 64),
     "leap-day birth_date": member_event(birth_date="2024-02-29"),
@@ -577,6 +728,30 @@ INVALID_MEMBER_EVENTS: dict[str, Invalid] = {
     "empty locale": Invalid(member_event(locale=""), "invalid_type", "locale"),
     "locale as a list": Invalid(member_event(locale=["es"]), "invalid_type", "locale"),
     "locale of 17 chars": Invalid(member_event(locale="l" * 17), "out_of_range", "locale"),
+    "locale of 1 char": Invalid(member_event(locale="e"), "out_of_range", "locale"),
+    "non-ASCII locale": Invalid(member_event(locale="\u00e9s"), "invalid_value", "locale"),
+    "locale with a space": Invalid(member_event(locale="es ES"), "invalid_value", "locale"),
+    "email of 2 chars": Invalid(member_event(email="a@"), "out_of_range", "email"),
+    **{
+        f"email with {name}": Invalid(
+            member_event(email=f"ana{char}@example.com"), "invalid_value", "email"
+        )
+        for name, char in HOSTILE_CHARACTERS.items()
+        if char != "/"
+    },
+    "email with a no-break space": Invalid(
+        member_event(email="ana\u00a0@example.com"), "invalid_value", "email"
+    ),
+    "phone with letters": Invalid(member_event(phone="+34 600 CALL ME"), "invalid_value", "phone"),
+    "phone with a newline": Invalid(member_event(phone="600\n123"), "invalid_value", "phone"),
+    "referral_code with U+200B": Invalid(
+        member_event(referral_code="6FV1\u200b09NX"), "invalid_value", "referral_code"
+    ),
+    "event_id with U+202E": Invalid(
+        member_event(event_id="crm\u202e-1"), "invalid_value", "event_id"
+    ),
+    "member_id with NUL": Invalid(member_event(member_id="M\x00-1"), "invalid_value", "member_id"),
+    "occurred_at before 2000": bad_member_time("1999-06-01T12:00:00Z", "out_of_range"),
     "empty referral_code": Invalid(member_event(referral_code=""), "invalid_type", "referral_code"),
     "referral_code of 65 chars": Invalid(
         member_event(referral_code=LONG_ID), "out_of_range", "referral_code"
@@ -684,7 +859,9 @@ VALID_REDEMPTIONS: dict[str, Any] = {
     "ids of exactly 64 characters": redemption(
         request_id="r" * 64, member_id="m" * 64, reward_id="w" * 64, station_id="s" * 64
     ),
-    "id of 64 non-ASCII code points": redemption(reward_id="\u00e9" * 63 + "\U0001f600"),
+    "ids with every character of the id grammar": redemption(
+        request_id="rdm.0042_1:x@y+z-1", reward_id="Car-Wash.v2", station_id="ST:0042"
+    ),
     "UTC written Z": redemption(occurred_at="2026-01-09T16:20:05Z"),
     "fractional seconds and negative offset": station_report(
         FULFILLED, occurred_at="2026-01-09T12:20:05.250-04:00"
@@ -738,6 +915,25 @@ INVALID_REDEMPTIONS: dict[str, Invalid] = {
     "empty request_id": Invalid(redemption(request_id=""), "out_of_range", "request_id"),
     "request_id of 65 chars": Invalid(redemption(request_id=LONG_ID), "out_of_range", "request_id"),
     "empty station_id": Invalid(redemption(station_id=""), "out_of_range", "station_id"),
+    "id of 64 non-ASCII code points": Invalid(
+        redemption(reward_id="\u00e9" * 63 + "\U0001f600"), "invalid_value", "reward_id"
+    ),
+    **{
+        f"request_id with {name}": Invalid(
+            redemption(request_id=f"rdm{char}1"), "invalid_value", "request_id"
+        )
+        for name, char in HOSTILE_CHARACTERS.items()
+    },
+    "station_id with a space": Invalid(
+        station_report(FULFILLED, station_id="ST 42"), "invalid_value", "station_id"
+    ),
+    "member_id with U+200B": Invalid(
+        redemption(member_id="M\u200b1"), "invalid_value", "member_id"
+    ),
+    "quantity 0.5": Invalid(redemption(quantity=0.5), "out_of_range", "quantity"),
+    "quantity 1e30": Invalid(redemption(quantity=1e30), "out_of_range", "quantity"),
+    "quantity 2**64 - 1": Invalid(redemption(quantity=2**64 - 1), "out_of_range", "quantity"),
+    "occurred_at before 2000": bad_redemption_time("1970-01-01T00:00:00Z", "out_of_range"),
     "station_id of 65 chars": Invalid(redemption(station_id=LONG_ID), "out_of_range", "station_id"),
     "member_id of 65 chars": Invalid(redemption(member_id=LONG_ID), "out_of_range", "member_id"),
     "empty reward_id": Invalid(redemption(reward_id=""), "out_of_range", "reward_id"),
@@ -1977,7 +2173,7 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     placement_reasons = _reasons_raised(streams.partitioning, "InvalidEvent")
     storage_reasons = _reasons_raised(agents.batching, "Unstorable")
     # the scan found them
-    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (10, 4, 3)
+    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 4, 3)
     assert placement_reasons == {WRONG_PARTITION}
     assert storage_reasons == {STATE_TOO_LARGE, OUTPUT_TOO_LARGE}
     reasons = (

@@ -20,6 +20,8 @@ def test_every_documented_variable_is_read():
             "LOYALTY_PROGRAM": "/etc/loyalty/program.toml",
             "LOYALTY_PARTITIONS": "16",
             "LOYALTY_TOPIC_LEDGER": "acme.ledger",
+            "LOYALTY_SHUTDOWN_GRACE_S": "4.5",
+            "LOYALTY_DEADLETTER_RETENTION_DAYS": "2",
         }
     )
     assert settings.kafka_bootstrap == "k1:9092,k2:9092"
@@ -29,11 +31,19 @@ def test_every_documented_variable_is_read():
     assert settings.partitions == 16
     assert settings.topics.ledger == "acme.ledger"
     assert settings.topics.rewards == "loyalty.rewards"
+    assert settings.shutdown_grace_s == 4.5
+    assert settings.deadletter_retention_days == 2.0
 
 
 def test_to_env_round_trips():
     settings = Settings(
-        kafka_bootstrap="k:1", data_dir=Path("/d"), web_port=1, partitions=3, app_id="x"
+        kafka_bootstrap="k:1",
+        data_dir=Path("/d"),
+        web_port=1,
+        partitions=3,
+        app_id="x",
+        shutdown_grace_s=2.5,
+        deadletter_retention_days=0.25,
     )
     assert from_env(to_env(settings)) == settings
 
