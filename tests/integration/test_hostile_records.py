@@ -1,13 +1,14 @@
 """No record may stop the worker (issue 18): poison records on input and internal topics,
 interleaved with valid sales, on the real broker.
 
-One worker gets a sale whose amount overflows the stored state's integers, sales with a
-50 KB station_id, a 5 MB value (gzip-compressed, so the broker takes it), a 3.5 MB key
+One worker gets a sale whose amount would overflow the stored state's integers, sales with
+a 50 KB station_id, a 5 MB value (gzip-compressed, so the broker takes it), a 3.5 MB key
 with an invalid value, forged redemption steps and referral outcomes on
-``loyalty.member-commands``, a negative stock reservation, and a transaction written to
-``loyalty.transactions.rekeyed`` on the wrong partition. It must stay up, dead-letter each
-of them with its reason (a dead letter always under the producer limit), reward every valid
-sale exactly once, and leave balances as the valid sales made them.
+``loyalty.member-commands``, a negative stock reservation, a transaction written to
+``loyalty.transactions.rekeyed`` on the wrong partition, and a member whose sales grow
+their state past ``LOYALTY_MAX_STATE_BYTES``. It must stay up, dead-letter each of them
+with its reason (a dead letter always under the producer limit), reward every valid sale
+exactly once, and leave balances as the valid sales made them.
 
 The broker takes batches up to ``message.max.bytes`` = 4,194,304 bytes (localkafka/broker.py;
 the engine's topics have ``max.message.bytes`` = ``MAX_MESSAGE_BYTES``, the same 4 MiB):
@@ -36,8 +37,11 @@ MEMBERS = [f"driver-{index:02d}" for index in range(10)]
 TARGET = MEMBERS[0]
 """The member the poison records aim at, between its own valid sales."""
 START = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
-MAX_STATE_BYTES = 32768
-"""Low enough that one sale with a 50 KB station_id would exceed it."""
+HOARDER = "hoarder-1"
+HOARDER_SALES = 20
+MAX_STATE_BYTES = 4096
+"""A member's state takes about 2 KB after 5 sales, and 6 KB after 20 at as many stations:
+the hoarder's later sales would store more than this (``state_too_large``)."""
 
 
 def sale(transaction_id: str, member: str, minute: int, **overrides: Any) -> bytes:
@@ -91,14 +95,14 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
     phantom = b"phantom-1"
     # (name, topic, key, value, partition or None for the key's, reasons it may get)
     hostile: list[tuple[str, str, bytes, bytes, int | None, set[str]]] = [
-        # out_of_range once the decoder bounds amounts; else the state's encoding fails
+        # (before amounts were bounded, encoding the state failed at commit time)
         (
             "1e18 amount",
             topics.transactions,
             target_key,
             sale("huge-amount", TARGET, 1, amount=1e18),
             None,
-            {"out_of_range", "processing_error"},
+            {"out_of_range"},
         ),
         *(
             (
@@ -107,7 +111,7 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
                 target_key,
                 sale(f"huge-station-{n}", TARGET, 2 + n, station_id=f"{n}" + "s" * 50_000),
                 None,
-                {"out_of_range", "state_too_large"},
+                {"out_of_range"},
             )
             for n in range(3)
         ),
@@ -173,6 +177,11 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
     ]
     rounds = 5
     valid = {f"ok-{r}-{i}" for r in range(rounds) for i in range(len(MEMBERS))}
+    hoarded = [
+        (f"hoard-{n}", sale(f"hoard-{n}", HOARDER, n, station_id=f"station-{n}"))
+        for n in range(HOARDER_SALES)
+    ]
+    per_round = HOARDER_SALES // rounds
 
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     reader = TopicReader(kafka_bootstrap, topics.deadletter, topics.rewards, topics.ledger)
@@ -186,6 +195,8 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
         for round_number in range(rounds):  # valid sales before, between and after
             for member, value in valid_sales(round_number):
                 producer.send(topics.transactions, key=member.encode(), value=value)
+            for _, value in hoarded[round_number * per_round : (round_number + 1) * per_round]:
+                producer.send(topics.transactions, key=HOARDER.encode(), value=value)
             producer.flush()
             if round_number < rounds - 1:  # the last round's sales come after every poison
                 for _, topic, key, value, partition, _ in hostile[round_number :: rounds - 1]:
@@ -193,11 +204,12 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
                 producer.flush()
         reader.wait_for(
             lambda r: (
-                len(r.records[topics.deadletter]) >= len(hostile)
-                and len({v["source_event_id"] for v in r.values(topics.rewards)}) >= len(valid)
+                len({v["source_event_id"] for v in r.values(topics.rewards)})
+                + len(r.records[topics.deadletter])
+                >= len(valid) + len(hostile) + HOARDER_SALES
             ),
             timeout=120,
-            what="a dead letter per hostile record and a reward per valid sale",
+            what="a dead letter per hostile record, a reward per valid sale, every hoarded sale",
         )
         metrics = worker.metrics()
         assert worker.alive, worker.log_tail()
@@ -210,6 +222,16 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
         (letter["source_topic"], letter["value_sha256"]): letter
         for letter in reader.values(topics.deadletter)
     }
+    refused = {
+        transaction_id
+        for transaction_id, value in hoarded
+        if (topics.transactions, hashlib.sha256(value).hexdigest()) in letters
+    }
+    for transaction_id in refused:
+        value = dict(hoarded)[transaction_id]
+        letter = letters.pop((topics.transactions, hashlib.sha256(value).hexdigest()))
+        assert letter["reason"] == "state_too_large", letter
+    assert 0 < len(refused) < HOARDER_SALES
     assert len(letters) == len(hostile)
     for case, topic, key, value, _, reasons in hostile:
         letter = letters[topic, hashlib.sha256(value).hexdigest()]
@@ -227,8 +249,9 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
 
     rewards = distinct(reader.values(topics.rewards), "reward_id")
     rewarded = [reward["source_event_id"] for reward in rewards]
-    assert sorted(rewarded) == sorted(valid)  # each valid sale once, nothing else
-    assert {reward["member_id"] for reward in rewards} == set(MEMBERS)
+    # each valid sale once, each hoarded sale rewarded or refused, nothing else
+    assert sorted(rewarded) == sorted(valid | {t for t, _ in hoarded} - refused)
+    assert {reward["member_id"] for reward in rewards} == {*MEMBERS, HOARDER}
 
     # The forged commands moved no points: the target's balance is its sales' ledger alone.
     ledger = distinct(reader.values(topics.ledger), "entry_id")
@@ -239,5 +262,5 @@ def test_poison_records_are_dead_lettered_and_the_worker_goes_on(kafka_bootstrap
     balances = [reward["balance_after"] for reward in rewards if reward["member_id"] == TARGET]
     assert max(balances) == sum(entry["delta"] for entry in target_entries) > 0
 
-    for reason in {letter["reason"] for letter in letters.values()}:
+    for reason in {"state_too_large", *(letter["reason"] for letter in letters.values())}:
         assert f'loyalty_deadletters_total{{reason="{reason}"}}' in metrics
