@@ -7,7 +7,7 @@ reads it)::
 
     {"reward_id": "car-wash",                 an id (schemas/ids.py), = the record key
      "name": {"en": "Car wash", "es": ...},   display name by locale; "en" is required
-     "cost_points": 450,                      points per unit, >= 1
+     "cost_points": 450,                      points per unit, 1 to 10^9
      "stock": 40,                             units the catalog offers, >= 0; null: unlimited
      "active": true,                          false: listed, not redeemable (optional, true)
      "per_member_limit": 2}                   units one member may redeem; null or absent: no limit
@@ -38,6 +38,10 @@ FALLBACK_LOCALE = "en"
 UNLIMITED = "unlimited"
 """How a catalog file writes ``stock`` = null."""
 
+MAX_COST_POINTS = 10**9
+"""Highest price of one unit: a request's points (up to 100 units) stay far below the bound
+the member's partition accepts on a hold (``schemas.decode.MAX_STEP_POINTS``), so no saga
+step of a catalog reward can be refused for its size and leave the redemption waiting."""
 _FIELDS = ("reward_id", "name", "cost_points", "stock", "active", "per_member_limit")
 
 
@@ -123,8 +127,11 @@ def _reward(data: Mapping[str, Any], where: str, *, in_file: bool) -> Reward:
         raise fail("name", f"must have an '{FALLBACK_LOCALE}' entry (the fallback)")
 
     cost_points = _whole(data.get("cost_points"), 1)
-    if cost_points is None:
-        raise fail("cost_points", f"must be an integer >= 1, got {data.get('cost_points')!r}")
+    if cost_points is None or cost_points > MAX_COST_POINTS:
+        raise fail(
+            "cost_points",
+            f"must be an integer from 1 to {MAX_COST_POINTS:,}, got {data.get('cost_points')!r}",
+        )
 
     if "stock" not in data:
         null = f'"{UNLIMITED}"' if in_file else "null"

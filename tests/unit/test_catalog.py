@@ -86,10 +86,11 @@ def test_a_record_may_leave_out_the_optional_fields_and_carry_unknown_ones():
         (record(name={"en": ""}), "name.en", "non-empty"),
         (record(name={"en": "Coffee", "es": 3}), "name.es", "non-empty string"),
         (record(name="Coffee"), "name", "by locale"),
-        (record(cost_points=0), "cost_points", "integer >= 1, got 0"),
-        (record(cost_points=1.5), "cost_points", "integer >= 1"),
-        (record(cost_points=True), "cost_points", "integer >= 1"),
-        (record(cost_points="80"), "cost_points", "integer >= 1"),
+        (record(cost_points=0), "cost_points", "integer from 1 to 1,000,000,000, got 0"),
+        (record(cost_points=1.5), "cost_points", "integer from 1 to 1,000,000,000"),
+        (record(cost_points=True), "cost_points", "integer from 1 to 1,000,000,000"),
+        (record(cost_points="80"), "cost_points", "integer from 1 to 1,000,000,000"),
+        (record(cost_points=10**9 + 1), "cost_points", "integer from 1 to 1,000,000,000"),
         (record(stock=...), "stock", "is required"),
         (record(stock=-1), "stock", "integer >= 0 or null, got -1"),
         (record(stock="unlimited"), "stock", "or null"),
@@ -173,7 +174,7 @@ def test_a_file_reads_unlimited_stock_and_the_defaults(tmp_path):
     [
         (
             ENTRY + ENTRY.replace("80", "0"),
-            r"rewards\[1\] \('coffee'\): field 'cost_points': must be an integer >= 1, got 0",
+            r"rewards\[1\] \('coffee'\): field 'cost_points': must be an integer from 1 to 1,000,000,000, got 0",
         ),
         (
             ENTRY + ENTRY,
