@@ -174,7 +174,8 @@ def test_a_file_reads_unlimited_stock_and_the_defaults(tmp_path):
     [
         (
             ENTRY + ENTRY.replace("80", "0"),
-            r"rewards\[1\] \('coffee'\): field 'cost_points': must be an integer from 1 to 1,000,000,000, got 0",
+            r"rewards\[1\] \('coffee'\): field 'cost_points': "
+            r"must be an integer from 1 to 1,000,000,000, got 0",
         ),
         (
             ENTRY + ENTRY,
