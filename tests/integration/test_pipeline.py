@@ -225,6 +225,7 @@ def test_restart_mid_stream_keeps_balances_exact(
 
     second = WorkerProcess(settings, tmp_path / "worker-2.log").start()
     try:
+        second.wait_ready()
         check_outputs(reader, settings, transactions)
         restored = metric_value(second.metrics(), "loyalty_changelog_records_restored_total")
     finally:
