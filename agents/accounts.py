@@ -63,7 +63,7 @@ from streams.rewards import (
     render_referral,
     render_transaction,
 )
-from streams.settings import Settings
+from streams.settings import Settings, TopicNames
 from streams.topics import Topics, saga_message
 from tables.accounts import (
     MEMBER_ERASED,
@@ -89,6 +89,21 @@ Clock = Callable[[], int]
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def member_inputs_by_rank(names: TopicNames) -> tuple[str, ...]:
+    """The account agent's inputs of a member partition, whose records it applies in order
+    of their Kafka timestamps (``streams.ordering``); records with equal timestamps in this
+    order: member events, then transactions (each before its forwards), then member commands,
+    then the daily job."""
+    return (
+        names.members,
+        names.members_rekeyed,
+        names.transactions,
+        names.rekeyed,
+        names.member_commands,
+        names.daily,
+    )
 
 
 class AccountProcessor:
@@ -121,6 +136,7 @@ class AccountProcessor:
         }
         self.names = names
         self.topics = topics
+        self.order_topics = member_inputs_by_rank(names)
 
     async def process(self, messages: Sequence[Any]) -> list[Awaitable[Any]]:
         """Handle a batch of Faust messages, in order, and commit it; returns the
@@ -167,7 +183,7 @@ class AccountProcessor:
             member_key = event.member_id.encode()
             owner = owner_partition(member_key, partitions)
             if partition != owner:
-                batch.unordered.append((forward_to, member_key, message.value, owner))
+                batch.forward((forward_to, member_key, message.value, owner), message.timestamp)
                 batch.counts[message.topic, "rerouted"] += 1
                 return
         state = self._state(batch, partition, member_key)
@@ -361,4 +377,6 @@ def register(app: faust.App, processor: AccountProcessor) -> None:
         processor.process,
         processor.committer,
         processor.settings.batch_max,
+        order_topics=processor.order_topics,
+        max_idle_ms=processor.settings.max_partition_idle_ms,
     )

@@ -16,8 +16,9 @@ dead-lettered and leaves nothing else in the batch. So a commit never fails on a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -29,6 +30,8 @@ from agents import metrics
 from agents.deadletters import dead_letter, kept_key
 from schemas.decode import InvalidEvent
 from schemas.state import MemberState
+from streams import faust_patches
+from streams.ordering import CoPartitionedOrder, Lagging
 from streams.redemptions import RejectedStationMessage
 from streams.topics import MAX_MESSAGE_BYTES
 from tables.accounts import RejectedTransaction
@@ -93,6 +96,9 @@ class Batch:
         """New encoded values by (table name, partition) and key; None deletes."""
         self.unordered: list[Record] = []
         """Forwards and dead letters: sent with the changelog records."""
+        self.timestamps: dict[int, float] = {}
+        """Kafka timestamps (seconds) of records of ``unordered``, by index: a forward keeps
+        its input's, so that it is ordered by it on the owner partition."""
         self.outputs: list[Record] = []
         """Sent once the state changes are acknowledged."""
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -103,6 +109,13 @@ class Batch:
 
     def change(self, table: str, partition: int, key: bytes, value: bytes | None) -> None:
         self.changes.setdefault((table, partition), {})[key] = value
+
+    def forward(self, record: Record, timestamp: float | None) -> None:
+        """Send ``record`` with the changelog records, with the Kafka ``timestamp`` of the
+        input it forwards (seconds, as Faust's messages carry it; None: the send time)."""
+        if timestamp:
+            self.timestamps[len(self.unordered)] = timestamp
+        self.unordered.append(record)
 
     def dead_letter(
         self,
@@ -148,13 +161,26 @@ class Committer:
                 for key, value in changes.items()
             ]
             written.append((table, partition, changes, acks))
-        unordered = [await send(*record, None, None) for record in batch.unordered]
+        timestamps = batch.timestamps
+        unordered = [
+            await send(*record, _send_timestamp(timestamps.get(index)), None)
+            for index, record in enumerate(batch.unordered)
+        ]
         for table, partition, changes, acks in written:
             offset = max([(await ack).offset for ack in acks])
             write_local(self.tables[table], partition, changes, offset)
         outputs = [await send(*record, None, None) for record in batch.outputs]
         _count(batch)
         return unordered + outputs
+
+
+def _send_timestamp(seconds: float | None) -> float | None:
+    """``seconds``, a Kafka timestamp as Faust's messages carry it (milliseconds / 1000), as
+    Faust's producer wants it so that it sends the same milliseconds (it truncates
+    ``seconds * 1000``, which can fall a hair below a whole millisecond)."""
+    if not seconds:
+        return None
+    return (round(seconds * 1000) + 0.5) / 1000
 
 
 def _count(batch: Batch) -> None:
@@ -170,24 +196,38 @@ def _count(batch: Batch) -> None:
 class Batcher:
     """Natural batching: the messages that arrive while a batch is being committed form the
     next one, so batches are small (low latency) under light traffic and grow under load,
-    with no timer. Events are acknowledged to Faust only once their batch is committed."""
+    with no timer. Events are acknowledged to Faust only once their batch is committed.
+
+    With an ``order``, a batch takes the events the order releases (``streams.ordering``:
+    one member's records of several co-partitioned topics by timestamp, waiting a bounded
+    time for a topic-partition that ``lagging`` says has records still to come); the held
+    ones are neither processed nor acknowledged, and are looked at again as events arrive,
+    and every ``RECHECK_S`` while any is held."""
 
     def __init__(
         self,
         process: Callable[[list[Any]], Awaitable[list[Awaitable[Any]]]],
         max_size: int,
         on_failure: Callable[[BaseException], Awaitable[Any]],
+        order: CoPartitionedOrder[EventT] | None = None,
+        lagging: Lagging = lambda topic, partition, received: False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.process = process
         self.max_size = max_size
         self.on_failure = on_failure
         """Called with the error that stopped the committer (the worker crashes on it: its
         uncommitted input is processed again after a restart)."""
+        self.order = order
+        self.lagging = lagging
+        self.clock = clock
+        """Monotonic seconds (the order's waits)."""
         self.pending: list[EventT] = []
         self.wakeup = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
         self.task: asyncio.Task[None] | None = None
+        self.recheck: asyncio.TimerHandle | None = None
 
     async def add(self, event: EventT) -> None:
         if self.task is None:
@@ -208,24 +248,58 @@ class Batcher:
                 # A batch's outputs are acknowledged while the next batch is processed;
                 # its events are acknowledged to Faust after that.
                 unfinished: tuple[list[EventT], list[Awaitable[Any]]] | None = None
-                while self.pending:
-                    events, self.pending = self.pending, []
-                    self.room.set()
+                while events := self._take():
                     output_acks = await self.process([event.message for event in events])
                     if unfinished is not None:
                         await _finish(*unfinished)
                     unfinished = events, output_acks
                 if unfinished is not None:
                     await _finish(*unfinished)
+                self._recheck_later()
         except Exception as error:
             await self.on_failure(error)
             raise
         finally:
             self.room.set()  # never leave the stream waiting on a dead committer
 
+    def _take(self) -> list[EventT]:
+        """The next batch: the events received since the last one, less those held back."""
+        received, self.pending = self.pending, []
+        self.room.set()
+        order = self.order
+        if order is None or not (received or order.held):
+            return received
+        expired = order.expired
+        ready = order.release(received, self.clock() * 1000, self.lagging)
+        if order.expired != expired:
+            metrics.ORDER_WAITS_EXPIRED.inc(order.expired - expired)
+        if order.waited_ms:
+            for waited_ms in order.waited_ms:
+                metrics.ORDER_WAIT_SECONDS.observe(waited_ms / 1000)
+            order.waited_ms.clear()
+        return ready
+
+    def _recheck_later(self) -> None:
+        if self.recheck is not None:
+            self.recheck.cancel()
+            self.recheck = None
+        if self.order is None or not self.order.held:
+            return
+        delay = RECHECK_S
+        if self.order.wake_at_ms is not None:
+            delay = min(delay, max(0.0, self.order.wake_at_ms / 1000 - self.clock()))
+        self.recheck = asyncio.get_running_loop().call_later(delay, self.wakeup.set)
+
     def stop(self) -> None:
+        if self.recheck is not None:
+            self.recheck.cancel()
         if self.task is not None:
             self.task.cancel()
+
+
+RECHECK_S = 0.005
+"""While events are held, how often the topic-partitions they wait for are looked at again
+(they can catch up without delivering anything: a transaction marker, say)."""
 
 
 async def _finish(events: list[EventT], output_acks: list[Awaitable[Any]]) -> None:
@@ -238,6 +312,10 @@ async def _finish(events: list[EventT], output_acks: list[Awaitable[Any]]) -> No
 READY_POLL_S = 0.05
 
 
+def _message_of(event: EventT) -> Any:
+    return event.message
+
+
 def batched_agent(
     app: faust.App,
     topic: TopicT,
@@ -246,16 +324,25 @@ def batched_agent(
     committer: Committer,
     batch_max: int,
     ready: Callable[[], bool] = lambda: True,
+    order_topics: Sequence[str] = (),
+    max_idle_ms: int = 0,
 ) -> None:
     """An agent of ``app`` on ``topic`` that hands its events to a :class:`Batcher` (its
-    failure crashes the worker); it starts taking events once ``ready()`` is true."""
+    failure crashes the worker); it starts taking events once ``ready()`` is true. With
+    ``order_topics`` (co-partitioned topics of ``topic``, highest rank first), a partition's
+    records of those topics are ordered by timestamp (``streams.ordering``), waiting up to
+    ``max_idle_ms`` for one of them with records still to come."""
 
     @app.agent(topic, name=name)
     async def batched(stream: faust.StreamT) -> None:
         while not ready():
             await asyncio.sleep(READY_POLL_S)
         committer.producer = app.producer
-        batcher = Batcher(process, batch_max, app.crash)
+        order: CoPartitionedOrder[EventT] | None = None
+        if order_topics:
+            order = CoPartitionedOrder(order_topics, max_idle_ms, _message_of)
+        lagging = faust_patches.lagging_partitions(app)
+        batcher = Batcher(process, batch_max, app.crash, order, lagging)
         try:
             async for event in cast(Stream, stream).noack().events():
                 await batcher.add(event)

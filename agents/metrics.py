@@ -31,3 +31,14 @@ CHANGELOG_RECORDS_RESTORED = Counter(
     "loyalty_changelog_records_restored",
     "Table changelog records applied in batches while rebuilding local state.",
 )
+ORDER_WAITS_EXPIRED = Counter(
+    "loyalty_order_waits_expired",
+    "Waits of a member partition's records for another input topic's partition that ran out "
+    "(LOYALTY_MAX_PARTITION_IDLE_MS): the records after may be out of timestamp order.",
+)
+ORDER_WAIT_SECONDS = Histogram(
+    "loyalty_order_wait_seconds",
+    "How long a member partition's records waited for another input topic's partition known "
+    "to have records not received yet (applied in timestamp order).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -123,6 +123,11 @@ class Settings:
     """``LOYALTY_FETCH_MAX_WAIT_MS``: longest the broker holds a fetch request that found no
     new records. A record arriving meanwhile on a partition left out of that request waits
     for it, so this bounds the added latency; a lower value costs more fetches when idle."""
+    max_partition_idle_ms: int = 1000
+    """``LOYALTY_MAX_PARTITION_IDLE_MS``: longest the account agent holds a member partition's
+    records back while one of its input topics' partitions is known to have records not yet
+    received (they are applied in timestamp order, as Kafka Streams does); past it they go on
+    without them. 0: no wait, only the records already received are ordered."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     peer_hosts: tuple[str, ...] = DEFAULT_PEER_HOSTS
@@ -211,6 +216,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         standby_replicas=int(env.get("LOYALTY_STANDBY_REPLICAS", defaults.standby_replicas)),
         batch_max=int(env.get("LOYALTY_BATCH_MAX", defaults.batch_max)),
         fetch_max_wait_ms=int(env.get("LOYALTY_FETCH_MAX_WAIT_MS", defaults.fetch_max_wait_ms)),
+        max_partition_idle_ms=int(
+            env.get("LOYALTY_MAX_PARTITION_IDLE_MS", defaults.max_partition_idle_ms)
+        ),
         log_level=env.get("LOYALTY_LOG_LEVEL", defaults.log_level),
         peer_hosts=_host_list(env["LOYALTY_PEER_HOSTS"])
         if "LOYALTY_PEER_HOSTS" in env
@@ -249,6 +257,7 @@ def to_env(settings: Settings) -> dict[str, str]:
         "LOYALTY_STANDBY_REPLICAS": str(settings.standby_replicas),
         "LOYALTY_BATCH_MAX": str(settings.batch_max),
         "LOYALTY_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "LOYALTY_MAX_PARTITION_IDLE_MS": str(settings.max_partition_idle_ms),
         "LOYALTY_LOG_LEVEL": settings.log_level,
         "LOYALTY_PEER_HOSTS": ",".join(settings.peer_hosts),
         "LOYALTY_PEER_TOKEN": settings.peer_token,

@@ -1,13 +1,16 @@
-"""The account agent's natural batching, without Kafka: batches, acks, back-pressure."""
+"""The account agent's natural batching, without Kafka: batches, acks, back-pressure, and
+events held back for the order across topics."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from agents.batching import Batcher
+from streams.ordering import CoPartitionedOrder
 
 DEADLINE_S = 5.0
 
@@ -113,5 +116,89 @@ def test_a_failed_commit_crashes_the_worker_and_acks_nothing() -> None:
             await batcher.add(FakeEvent(1))
         assert not first.acked
         assert isinstance(committer.crashed_with, RuntimeError)
+
+    asyncio.run(scenario())
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+
+
+class PlacedEvent(FakeEvent):
+    def __init__(self, topic: str, offset: int, timestamp: float) -> None:
+        super().__init__(0)
+        self.message = Message(topic, 0, offset, timestamp)  # type: ignore[assignment]
+
+
+def ordered_batcher(
+    committer: Committer, lagging: set[str], idle_ms: float
+) -> tuple[Batcher, list[list[Any]]]:
+    """A batcher ordering topics ``a`` and ``b``; ``lagging`` names the topics whose
+    partition has records still to come. Returns it and the batches it processed."""
+    batches: list[list[Any]] = []
+
+    async def process(messages: list[Any]) -> list[asyncio.Future[Any]]:
+        batches.append(list(messages))
+        return []
+
+    order = CoPartitionedOrder(("a", "b"), idle_ms, lambda event: event.message)
+    batcher = Batcher(
+        process,
+        max_size=100,
+        on_failure=committer.crash,
+        order=order,
+        lagging=lambda topic, partition, received: topic in lagging,
+    )
+    return batcher, batches
+
+
+def test_an_event_held_for_another_topic_is_neither_processed_nor_acked_until_it_goes():
+    async def scenario() -> None:
+        lagging = {"a"}
+        batcher, batches = ordered_batcher(Committer(), lagging, idle_ms=60_000)
+        later = PlacedEvent("b", 5, 2.0)
+        await batcher.add(later)
+        assert batcher.order is not None
+        await until(lambda: batcher.order is not None and batcher.order.held == 1)
+        assert batches == [] and not later.acked
+        earlier = PlacedEvent("a", 9, 1.0)
+        lagging.clear()
+        await batcher.add(earlier)
+        await until(lambda: later.acked)
+        assert batches == [[earlier.message, later.message]]
+        assert earlier.acked
+        batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_held_events_go_once_the_topic_catches_up_without_delivering_anything():
+    async def scenario() -> None:
+        lagging = {"a"}
+        batcher, batches = ordered_batcher(Committer(), lagging, idle_ms=60_000)
+        event = PlacedEvent("b", 5, 2.0)
+        await batcher.add(event)
+        await until(lambda: batcher.order is not None and batcher.order.held == 1)
+        lagging.clear()  # e.g. only a transaction marker was left to fetch
+        await until(lambda: event.acked)
+        assert batches == [[event.message]]
+        batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_wait_that_runs_out_lets_the_held_events_go():
+    async def scenario() -> None:
+        batcher, batches = ordered_batcher(Committer(), {"a"}, idle_ms=20)
+        event = PlacedEvent("b", 5, 2.0)
+        await batcher.add(event)
+        await until(lambda: event.acked)
+        assert batches == [[event.message]]
+        assert batcher.order is not None and batcher.order.expired == 1
+        batcher.stop()
 
     asyncio.run(scenario())

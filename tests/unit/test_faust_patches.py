@@ -1,8 +1,16 @@
 import asyncio
 import time
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.structs import TopicPartition
+from faust.transport.utils import DefaultSchedulingStrategy
+from faust.types import TP
 
 from localkafka.broker import free_port
+from streams import faust_patches
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -55,3 +63,56 @@ def test_http_connections_that_take_too_long_to_send_a_request_are_closed(tmp_pa
 
     for elapsed in asyncio.run(run()):
         assert timeout * 0.9 <= elapsed < timeout + 1
+
+
+def test_faust_hands_records_of_different_topics_over_by_round_robin_not_by_time():
+    # Why the account agent orders a member partition's records itself (patch 7): Faust
+    # delivers a later sale before an earlier signup when their topics come in that order.
+    sale = SimpleNamespace(timestamp=2_000)
+    signup = SimpleNamespace(timestamp=1_000)
+    records = {TP("transactions", 0): [sale], TP("members", 0): [signup]}
+    delivered = [record for _, record in DefaultSchedulingStrategy().iterate(records)]
+    assert delivered == [sale, signup]
+
+
+def fake_app(subscription: SubscriptionState) -> Any:
+    """A Faust app as patch 7 sees it, around a real aiokafka subscription state."""
+    client = SimpleNamespace(_subscription=subscription)
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=client), flow_active=True)
+    app = SimpleNamespace(
+        consumer=consumer, consumer_generation_id=1, tables=SimpleNamespace(_recovery=None)
+    )
+    consumer.app = app
+    return app
+
+
+def test_a_partition_lags_while_records_known_to_the_client_have_not_reached_the_caller(
+    monkeypatch,
+):
+    async def scenario() -> None:
+        members, sales = TopicPartition("members", 0), TopicPartition("transactions", 0)
+        subscription = SubscriptionState()
+        subscription.assign_from_user({members, sales})
+        app = fake_app(subscription)
+        lagging = faust_patches.lagging_partitions(app)
+        state = subscription.subscription.assignment.state_value(members)
+        assert lagging("members", 0, None)  # not fetched yet: unknown
+        state.seek(10)
+        state.highwater = 12  # the last fetch saw records 10 and 11 on the broker
+        assert lagging("members", 0, None)
+        state.consumed_to(12)  # the client handed them to Faust...
+        records = {TP("members", 0): [SimpleNamespace(offset=10), SimpleNamespace(offset=11)]}
+
+        async def fetched(self: Any, timeout: float) -> Any:
+            return records, None
+
+        monkeypatch.setattr(faust_patches, "_original_wait_next_records", fetched)
+        await faust_patches._wait_next_records(app.consumer, 1.0)
+        assert lagging("members", 0, None)  # ...which has not passed them on yet
+        assert lagging("members", 0, 10)
+        assert not lagging("members", 0, 11)  # the caller got them all
+        app.consumer_generation_id = 2  # a rebalance: what was handed over is stale
+        assert not lagging("members", 0, None)
+        assert not lagging("daily", 0, None)  # not assigned to this consumer
+
+    asyncio.run(scenario())
