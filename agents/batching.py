@@ -341,7 +341,7 @@ def batched_agent(
         order: CoPartitionedOrder[EventT] | None = None
         if order_topics:
             order = CoPartitionedOrder(order_topics, max_idle_ms, _message_of)
-        lagging = faust_patches.lagging_partitions(app)
+        lagging = faust_patches.lagging_partitions(app, order_topics)
         batcher = Batcher(process, batch_max, app.crash, order, lagging)
         try:
             async for event in cast(Stream, stream).noack().events():

@@ -78,6 +78,7 @@ def _caught_up_app(topics: tuple[str, ...]) -> tuple[Any, SubscriptionState]:
         state = assignment.state_value(tp)
         state.seek(0)
         state.highwater = 0
+        state.timestamp = 0
     client = SimpleNamespace(_subscription=subscription)
     consumer = SimpleNamespace(_thread=SimpleNamespace(_consumer=client), flow_active=True)
     app = SimpleNamespace(
@@ -106,10 +107,13 @@ def _batches(topics: tuple[str, ...], size: int, count: int, seed: int) -> list[
     return batches
 
 
-def _fetched(app: Any, subscription: SubscriptionState, batch: list[Message]) -> None:
-    """What the client knows once it handed ``batch`` to Faust: positions and high
-    watermarks just past it (nothing more on the broker), and the offsets handed over."""
+def _fetched(app: Any, subscription: SubscriptionState, batch: list[Message], at: int) -> None:
+    """What the client knows once it handed ``batch`` to Faust, from a fetch response at
+    ``at`` (ms) covering every partition (one broker): positions and high watermarks just
+    past it (nothing more on the broker), and the offsets handed over."""
     assignment = subscription.subscription.assignment
+    for tp in assignment.tps:
+        assignment.state_value(tp).timestamp = at
     last: dict[tuple[str, int], int] = {}
     for message in batch:
         last[message.topic, message.partition] = message.offset
@@ -133,13 +137,13 @@ async def _hot_path(seed: int) -> list[tuple[int, float, int]]:
     rows = []
     for size in BATCH_SIZES:
         app, subscription = _caught_up_app(topics)
-        lagging = faust_patches.lagging_partitions(app)
+        lagging = faust_patches.lagging_partitions(app, topics)
         order: CoPartitionedOrder[Message] = CoPartitionedOrder(topics, 1000, lambda m: m)
         batches = _batches(topics, size, MESSAGES_PER_SIZE, seed)
         spent = 0.0
         released = 0
-        for batch in batches:
-            _fetched(app, subscription, batch)
+        for at, batch in enumerate(batches):
+            _fetched(app, subscription, batch, at)
             started = time.perf_counter()
             released += len(order.release(batch, 0.0, lagging))
             spent += time.perf_counter() - started

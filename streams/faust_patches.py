@@ -66,13 +66,17 @@ whether a topic-partition with nothing buffered has records on their way. Measur
 (issue 19): 15 to 40 of 96 members whose sale was produced after the broker acknowledged
 their signup had the sale applied first. ``lagging_partitions`` answers from the aiokafka
 client's state (the high watermark of its last fetch, its position) and from the offset of
-the last record the client handed to Faust, noted here by ``_wait_next_records``.
+the last record the client handed to Faust, noted here by ``_wait_next_records``, and from
+when each partition was last fetched: a topic-partition whose latest fetch is older than the
+fetch that brought the newest records of its partition number may have missed records
+appended before them, so it is waited for until fetched again (a fetch request leaves out
+the partitions that have records buffered, and each broker is fetched from separately).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any
 
@@ -231,56 +235,99 @@ async def _wait_next_records(self: Consumer, timeout: float) -> Any:
     return records, active_partitions
 
 
-def _returned_offsets(consumer: Any) -> dict[Any, tuple[int, int]]:
-    """By topic-partition: the consumer generation and offset of the last record the Kafka
-    client handed to Faust (fix 7)."""
-    returned: dict[Any, tuple[int, int]] = consumer.__dict__.setdefault("returned_offsets", {})
-    return returned
+_CLOCK_SET_BACK_MS = 60_000
+
+
+class _Handover:
+    """What the Kafka client handed to Faust (fix 7), kept on the consumer."""
+
+    __slots__ = ("returned", "ordered", "fetched_at")
+
+    def __init__(self) -> None:
+        self.returned: dict[Any, tuple[int, int]] = {}
+        """By topic-partition: the consumer generation and the offset of the last record."""
+        self.ordered: frozenset[str] = frozenset()
+        """Topics whose records are ordered across topics (``lagging_partitions``)."""
+        self.fetched_at: dict[int, int] = {}
+        """By partition number: when the client received the newest fetch response whose
+        records of ``ordered`` topics it handed over (its clock, epoch ms)."""
+
+
+def _handover(consumer: Any) -> _Handover:
+    handover: _Handover = consumer.__dict__.setdefault("loyalty_handover", _Handover())
+    return handover
+
+
+def _client_partitions(consumer: Any) -> dict[Any, Any] | None:
+    """aiokafka's state of each assigned topic-partition (``TopicPartitionState``) by
+    topic-partition, read without its properties (a hot path); None when there is none."""
+    client = consumer._thread._consumer
+    if client is None:
+        return None
+    subscription = client._subscription._subscription
+    assignment = None if subscription is None else subscription._assignment
+    return None if assignment is None else assignment._tp_state
 
 
 def _note_returned(consumer: Consumer, records: Any) -> None:
-    returned = _returned_offsets(consumer)
+    handover = _handover(consumer)
     generation = consumer.app.consumer_generation_id
+    states = _client_partitions(consumer) if handover.ordered else None
+    fetched_at = handover.fetched_at
     for tp, tp_records in records.items():
         if tp_records:
-            returned[tp] = (generation, tp_records[-1].offset)
+            handover.returned[tp] = (generation, tp_records[-1].offset)
+            if states is not None and tp.topic in handover.ordered:
+                state = states.get(tp)
+                received = None if state is None else state.timestamp
+                if received is None:
+                    continue
+                newest = fetched_at.get(tp.partition, 0)
+                # The newest, unless the clock was set back (then the newest would hold
+                # every partition back until the clock caught up).
+                if received > newest or newest - received > _CLOCK_SET_BACK_MS:
+                    fetched_at[tp.partition] = received
 
 
-def lagging_partitions(app: faust.App) -> Callable[[str, int, int | None], bool]:
-    """``lagging(topic, partition, received)``: whether that topic-partition of ``app``'s
-    consumer is known to have records past offset ``received`` (the last one the caller
-    got; None: none yet) that the caller has not got: records on the broker as of the
-    client's last fetch, or fetched and not handed to Faust (position below the high
-    watermark), or handed to Faust and still on their way (fix 7). True while the client
-    has not fetched the partition yet; False for a partition not assigned to it."""
+def lagging_partitions(
+    app: faust.App, topics: Iterable[str]
+) -> Callable[[str, int, int | None], bool]:
+    """``lagging(topic, partition, received)`` for the co-partitioned ``topics``: whether
+    that topic-partition of ``app``'s consumer may have records that the caller, whose last
+    record of it is at offset ``received`` (None: none yet), has not got (fix 7):
+
+    - records on the broker as of the client's latest fetch of it, or fetched and not
+      handed to Faust yet (its position below the high watermark; also True while it has
+      not been fetched at all);
+    - records handed to Faust and still on their way to the caller;
+    - or its latest fetch is older than the newest fetch that brought records of the same
+      partition number of another of ``topics``: records appended before those may have
+      been missed by it (it was left out of fetches while it had records buffered, or its
+      leader is another broker).
+
+    False for a topic-partition not assigned to the consumer."""
+    handover = _handover(app.consumer)
+    handover.ordered = handover.ordered | frozenset(topics)
 
     def lagging(topic: str, partition: int, received: int | None) -> bool:
         consumer: Any = app.consumer
-        client = consumer._thread._consumer
-        if client is None:
-            return False
-        # aiokafka's SubscriptionState, read without its properties (a hot path).
-        subscription = client._subscription._subscription
-        assignment = None if subscription is None else subscription._assignment
-        if assignment is None:
-            return False
+        states = _client_partitions(consumer)
         # A (topic, partition) tuple is equal to, and hashed as, the TopicPartition keys.
-        state = assignment._tp_state.get((topic, partition))
+        state = None if states is None else states.get((topic, partition))
         if state is None:
             return False
         highwater = state.highwater
         position = state._position
-        if highwater is None or position is None:
+        if highwater is None or position is None or position < highwater:
             return True
-        if position < highwater:
-            return True
-        returned = consumer.__dict__.get("returned_offsets")
-        handed = None if returned is None else returned.get((topic, partition))
-        return (
+        handed = handover.returned.get((topic, partition))
+        if (
             handed is not None
             and handed[0] == app.consumer_generation_id
             and (received is None or handed[1] > received)
-        )
+        ):
+            return True
+        return bool((state.timestamp or 0) < handover.fetched_at.get(partition, 0))
 
     return lagging
 

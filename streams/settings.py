@@ -125,9 +125,10 @@ class Settings:
     for it, so this bounds the added latency; a lower value costs more fetches when idle."""
     max_partition_idle_ms: int = 1000
     """``LOYALTY_MAX_PARTITION_IDLE_MS``: longest the account agent holds a member partition's
-    records back while one of its input topics' partitions is known to have records not yet
-    received (they are applied in timestamp order, as Kafka Streams does); past it they go on
-    without them. 0: no wait, only the records already received are ordered."""
+    records back while one of its input topics' partitions may have records it has not
+    received (they are applied in timestamp order, as Kafka Streams does: README, Delivery
+    guarantees); past it they go on without them. 0: no wait, only the records already
+    received are ordered."""
     log_level: str = "warn"
     """``LOYALTY_LOG_LEVEL``: worker log level (crit, error, warn, info, debug)."""
     peer_hosts: tuple[str, ...] = DEFAULT_PEER_HOSTS

@@ -94,25 +94,37 @@ def test_a_partition_lags_while_records_known_to_the_client_have_not_reached_the
         subscription = SubscriptionState()
         subscription.assign_from_user({members, sales})
         app = fake_app(subscription)
-        lagging = faust_patches.lagging_partitions(app)
-        state = subscription.subscription.assignment.state_value(members)
+        lagging = faust_patches.lagging_partitions(app, ["members", "transactions"])
+        assignment = subscription.subscription.assignment
+        member_state, sale_state = (assignment.state_value(tp) for tp in (members, sales))
         assert lagging("members", 0, None)  # not fetched yet: unknown
-        state.seek(10)
-        state.highwater = 12  # the last fetch saw records 10 and 11 on the broker
+        member_state.seek(10)
+        # A fetch response at t=1000 saw records 10 and 11 on the broker.
+        member_state.highwater, member_state.timestamp = 12, 1000
         assert lagging("members", 0, None)
-        state.consumed_to(12)  # the client handed them to Faust...
-        records = {TP("members", 0): [SimpleNamespace(offset=10), SimpleNamespace(offset=11)]}
+        member_state.consumed_to(12)  # the client handed them to Faust...
+        handed = {TP("members", 0): [SimpleNamespace(offset=10), SimpleNamespace(offset=11)]}
 
         async def fetched(self: Any, timeout: float) -> Any:
-            return records, None
+            return handed, None
 
         monkeypatch.setattr(faust_patches, "_original_wait_next_records", fetched)
         await faust_patches._wait_next_records(app.consumer, 1.0)
         assert lagging("members", 0, None)  # ...which has not passed them on yet
         assert lagging("members", 0, 10)
         assert not lagging("members", 0, 11)  # the caller got them all
-        app.consumer_generation_id = 2  # a rebalance: what was handed over is stale
-        assert not lagging("members", 0, None)
+        # A later response (t=1500) brought a sale; it left the member partition out (say,
+        # it had records buffered): what was appended there since t=1000 is unknown.
+        sale_state.seek(0)
+        sale_state.highwater, sale_state.timestamp = 1, 1500
+        sale_state.consumed_to(1)
+        handed = {TP("transactions", 0): [SimpleNamespace(offset=0)]}
+        await faust_patches._wait_next_records(app.consumer, 1.0)
+        assert lagging("members", 0, 11)
+        member_state.timestamp = 1520  # fetched again: nothing more there
+        assert not lagging("members", 0, 11)
+        app.consumer_generation_id = 2  # a rebalance: what was handed over before is stale
+        assert not lagging("transactions", 0, None)
         assert not lagging("daily", 0, None)  # not assigned to this consumer
 
     asyncio.run(scenario())
