@@ -7,9 +7,9 @@ topic-partitions over in its own round-robin order. As Kafka Streams' ``Partitio
 does for a task's inputs, the records received for each partition number p are released in
 order of their Kafka timestamp, equal timestamps by the rank of their topic (its place in
 ``topics``), and records of one topic-partition always in their offset order (only heads
-are compared). While a topic-partition of p with no record buffered is known to have records
-not yet received (the caller's ``lagging``), nothing more of p is released: it would jump
-ahead of those records. Such a wait lasts at most ``max_idle_ms``; past it the records of p
+are compared). While a topic-partition of p with no record buffered may have records not
+received yet (the caller's ``lagging`` says so), nothing more of p is released: it could
+jump ahead of them. Such a wait lasts at most ``max_idle_ms``; past it the records of p
 go on without that topic-partition, which is not waited for again until it delivers a
 record or has nothing outstanding.
 
@@ -43,12 +43,12 @@ Item = TypeVar("Item")
 
 Lagging = Callable[[str, int, "int | None"], bool]
 """``(topic, partition, offset of the last record received or None)``: whether that
-topic-partition is known to have records not received yet (True also while unknown)."""
+topic-partition may have records not received yet, to be waited for (True while unknown)."""
 
 
 class _Partition(Generic[Item]):
-    """What the order keeps of one partition number, by topic rank (the last slot: records
-    of topics outside the ranking, never waited for)."""
+    """What the order keeps of one partition number, by topic rank (the last queue: records
+    of topics outside the ranking, in the order received, never waited for)."""
 
     __slots__ = ("queues", "received", "idle_until")
 
