@@ -50,6 +50,7 @@ StoredLedgerEntry = list[Any]
 # Positions in a stored event that the log reads without decoding the event.
 _OCCURRED_S = 0
 _LITERS = 3
+_REFUNDED_LITERS = 5
 _REFUND_OF = 7
 _occurred_s = itemgetter(_OCCURRED_S)
 
@@ -110,10 +111,10 @@ class AppliedLog(Mapping[str, AppliedEvent]):
         return max(map(_occurred_s, self._stored.values()), default=0)
 
     def sales_after(self, after_s: int) -> list[tuple[int, Decimal]]:
-        """(event time, litres) of the sales (refunds left out) that occurred after
-        ``after_s``; only their litres are decoded."""
+        """(event time, litres net of the refunds applied to it) of the sales (refunds left
+        out) that occurred after ``after_s``; only their litres are decoded."""
         return [
-            (item[_OCCURRED_S], Decimal(item[_LITERS]))
+            (item[_OCCURRED_S], Decimal(item[_LITERS]) - Decimal(item[_REFUNDED_LITERS]))
             for item in self._stored.values()
             if item[_OCCURRED_S] > after_s and item[_REFUND_OF] is None
         ]

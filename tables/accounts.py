@@ -53,6 +53,7 @@ from streams.rules import (
     is_birthday,
     mission_completed,
     reversal_points,
+    tier_as_of_day,
     tier_for,
     tier_named,
 )
@@ -148,8 +149,10 @@ def _credit(
         return state if stats_after is None else replace(state, stats=stats_after)
     earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + points}
     tier = tier_named(state.tier, program.tiers)
+    # A late credit is judged as of the member's latest day on record, not its own day.
+    as_of = tier_as_of_day(day, earned_by_day, _last_daily_day(state))
     reached = tier_for(
-        earned_in_window(earned_by_day, day, program.tier_window_days), program.tiers
+        earned_in_window(earned_by_day, as_of, program.tier_window_days), program.tiers
     )
     if reached.min_points > tier.min_points:
         details["tier_change"] = [tier.name, reached.name]
@@ -162,6 +165,10 @@ def _credit(
         tier=tier.name,
         stats=stats.add_points(state.stats, points) if stats_after is None else stats_after,
     )
+
+
+def _last_daily_day(state: MemberState) -> int | None:
+    return date.fromisoformat(state.last_daily).toordinal() if state.last_daily else None
 
 
 def _enrol(state: MemberState, occurred_at: datetime, member_id: str) -> MemberState:
@@ -256,13 +263,14 @@ def _complete_missions(
     if not program.missions:
         return state, []
     longest_window_s = max(mission.window_days for mission in program.missions) * _DAY_S
-    # Only the sales inside a mission window can count.
+    # Only the sales inside a mission window can count, by their litres net of refunds.
     sales = state.applied.sales_after(occurred_s - longest_window_s)
     sales.append((occurred_s, sale.liters))
     completed = []
     awarded = dict(state.mission_awarded_s)
     for mission in program.missions:
-        if mission_completed(mission, sales, occurred_s, awarded.get(mission.id)):
+        last_award_s = awarded.get(mission.id)
+        if mission_completed(mission, sales, occurred_s, last_award_s, sale.liters):
             awarded[mission.id] = occurred_s
             completed.append(mission.id)
             if mission.bonus_points:
@@ -431,7 +439,7 @@ def apply_daily(
     tier = tier_named(state.tier, program.tiers)
     # Credits of later days (a job run late for a past date) count: a job never judges the
     # tier as of a day before the member's latest earning.
-    review_day = max(ordinal, max(state.earned_by_day, default=ordinal))
+    review_day = tier_as_of_day(ordinal, state.earned_by_day, _last_daily_day(state))
     held_tier = tier_for(
         earned_in_window(state.earned_by_day, review_day, program.tier_window_days), program.tiers
     )
