@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -430,6 +431,9 @@ INVALID_TRANSACTIONS: dict[str, Invalid] = {
     "leap second": bad_time("2026-12-31T23:59:60Z", "invalid_timestamp"),
     "lower-case t and z": bad_time("2026-01-05t08:07:31z", "invalid_timestamp"),
     "offset of 24 hours": bad_time("2026-01-05T08:07:31+24:00", "invalid_timestamp"),
+    # Outputs carry the offset sent; one of seconds would leave their pattern (issue 19).
+    "offset with seconds": bad_time("2026-01-05T09:07:31+01:00:30", "invalid_timestamp"),
+    "offset with a fraction": bad_time("2026-01-05T09:07:31+01:00:00.5", "invalid_timestamp"),
     "before 2000": bad_time("1999-12-31T23:59:59Z", "out_of_range"),
     "2000 locally, 1999 in UTC": bad_time("2000-01-01T00:30:00+01:00", "out_of_range"),
     "year 1 with a negative offset": bad_time("0001-01-01T00:00:00-05:00", "out_of_range"),
@@ -592,7 +596,6 @@ LENIENT_IN_DECODER: dict[str, dict[str, Any]] = {
     "ISO basic format": sale(occurred_at="20260105T080731Z"),
     "offset without colon": sale(occurred_at="2026-01-05T09:07:31+0100"),
     "offset hours only": sale(occurred_at="2026-01-05T09:07:31+01"),
-    "offset with seconds": sale(occurred_at="2026-01-05T09:07:31+01:00:30"),
     "no seconds": sale(occurred_at="2026-01-05T09:07+01:00"),
     "hour only": sale(occurred_at="2026-01-05T09+01:00"),
     "comma decimal": sale(occurred_at="2026-01-05T08:07:31,5Z"),
@@ -2354,3 +2357,77 @@ def test_decoded_numbers_keep_the_json_digits():
     """The schema tells integrators to send numbers; the decoder keeps their exact digits."""
     decoded = decode_transaction(orjson.dumps(sale(liters=20.1, amount=0.3)), MAX_BYTES)
     assert decoded.liters == Decimal("20.1") and decoded.amount == Decimal("0.3")
+
+
+# --- 7. Output timestamps: the instant sent, with the offset sent (issue 19) -------------
+
+OUTPUT_TIMESTAMP_RULE = (
+    "written `YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM` with the offset sent (`Z` and `-00:00` "
+    "are written `+00:00`, `+01:00` stays `+01:00`; fractional seconds are cut to "
+    "microseconds and written with six digits, or left out when they are zero"
+)
+"""The rule as the documents state it (each output schema's ``occurred_at``, both READMEs)."""
+OUTPUT_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?[+-]\d\d:\d\d$")
+SENT_AND_WRITTEN = {
+    "2026-01-05T08:07:31Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T08:07:31-00:00": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T09:07:31+01:00": "2026-01-05T09:07:31+01:00",
+    "2026-01-05T04:37:31-03:30": "2026-01-05T04:37:31-03:30",
+    "2026-01-05T09:07:31.25+01:00": "2026-01-05T09:07:31.250000+01:00",
+    "2026-01-05T08:07:31.000Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T08:07:31.123456789Z": "2026-01-05T08:07:31.123456+00:00",
+    "2026-01-05T08:07:31.9999999Z": "2026-01-05T08:07:31.999999+00:00",
+    # Spellings only the engine reads (LENIENT_IN_DECODER) come out the same way.
+    "2026-01-05 08:07:31Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T09:07:31+0100": "2026-01-05T09:07:31+01:00",
+    "2026-01-05T09:07:31+01": "2026-01-05T09:07:31+01:00",
+}
+
+
+def _occurred_ats(rendered: dict[str, Any]) -> list[str]:
+    records = [*rendered["ledger"], rendered["reward"], *rendered["notifications"]]
+    return [record["occurred_at"] for record in records + rendered["segments"]]
+
+
+@pytest.mark.parametrize("sent, written", SENT_AND_WRITTEN.items())
+def test_outputs_carry_the_instant_sent_written_with_the_offset_sent(sent, written):
+    """A signup and a first sale sent with ``sent``: every output of both (ledger, reward,
+    notifications, segment changes) carries ``written``, valid against its schema."""
+    signup = decode_member_event(orjson.dumps(member_event(occurred_at=sent)), MAX_BYTES)
+    state, outcome = apply_member_event(MemberState(), signup, PROGRAM, 1_767_600_452_118)
+    rendered = [_validated(render_member_event(signup, outcome.applied, state, PROGRAM))]
+    transaction = decode_transaction(orjson.dumps(sale(occurred_at=sent)), MAX_BYTES)
+    state, outcome = apply_transaction(state, transaction, PROGRAM, 1_767_600_452_119)
+    rendered.append(_validated(render_transaction(transaction, outcome.applied, state, PROGRAM)))
+    stamps = [stamp for outputs in rendered for stamp in _occurred_ats(outputs)]
+    assert len(stamps) >= 6 and rendered[1]["segments"]  # ledger, reward, notices, segments
+    assert set(stamps) == {written}
+    assert OUTPUT_TIMESTAMP.match(written)
+    assert datetime.fromisoformat(written) == datetime.fromisoformat(sent.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("offset", ["+01:00:30", "-00:00:01", "+01:00:00.5"])
+def test_an_offset_of_seconds_is_refused_so_no_output_leaves_the_pattern(offset):
+    for payload, decoder in (
+        (sale(occurred_at=f"2026-01-05T09:07:31{offset}"), decode_transaction),
+        (member_event(occurred_at=f"2026-01-05T09:07:31{offset}"), decode_member_event),
+    ):
+        with pytest.raises(InvalidEvent) as raised:
+            decoder(orjson.dumps(payload), MAX_BYTES)
+        assert raised.value.reason == "invalid_timestamp"
+
+
+@pytest.mark.parametrize("name", ["ledger_entry", "reward_event", "notification", "segment_event"])
+def test_every_output_occurred_at_states_how_it_is_written(name):
+    description = load_schema(name)["properties"]["occurred_at"]["description"]
+    assert OUTPUT_TIMESTAMP_RULE in description
+    assert "`YYYY-MM-DDTHH:MM:SS.mmm+00:00`" in description  # the daily job's
+    for untrue in ("as its producer sent it", "offset is kept", "not normalised"):
+        assert untrue not in description
+
+
+def test_both_readmes_state_how_output_timestamps_are_written():
+    for path in (ROOT / "README.md", SCHEMA_DIR / "README.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert OUTPUT_TIMESTAMP_RULE in text, path
+        assert "keeps the offset the producer sent" not in text, path
