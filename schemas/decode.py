@@ -290,8 +290,8 @@ def _number(obj: dict[str, Any], name: str, low: float, high: float) -> Decimal:
 
 
 def parse_timestamp(value: Any, name: str) -> datetime:
-    """An ISO-8601 timestamp with a UTC offset, from 2000-01-01T00:00:00Z and before the
-    year 9999; naive timestamps are rejected."""
+    """An ISO-8601 timestamp with a UTC offset of whole minutes, from 2000-01-01T00:00:00Z
+    and before the year 9999; naive timestamps are rejected."""
     return _timestamp(value, name)[0]
 
 

@@ -19,6 +19,7 @@ import inspect
 import json
 import random
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -33,6 +34,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 import agents.batching
 import schemas.outputs
 import streams.partitioning
+import streams.profile
 import streams.redemptions
 import streams.rewards
 import tables.accounts
@@ -77,7 +79,7 @@ from schemas.outputs import (
     REFUND_REVERSAL,
     WELCOME_BONUS,
 )
-from schemas.state import MemberState
+from schemas.state import MemberState, decode_state
 from streams import codes
 from streams import redemptions as saga
 from streams.partitioning import WRONG_PARTITION
@@ -116,6 +118,8 @@ from tables.accounts import (
     apply_referral_outcome,
     apply_transaction,
 )
+from tests.unit.test_boundary import PARTITIONS, TOPICS, account_processor, on_owner
+from tests.unit.test_boundary import run as run_batch
 from tests.unit.test_redemptions import Bus, Catalog, Reward
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -2431,3 +2435,300 @@ def test_both_readmes_state_how_output_timestamps_are_written():
         text = " ".join(path.read_text(encoding="utf-8").split())
         assert OUTPUT_TIMESTAMP_RULE in text, path
         assert "keeps the offset the producer sent" not in text, path
+
+
+# --- 8. The input schemas' descriptions say what the engine does with each field --------
+# Issue 19: member_event.schema.json said `referral_code` was not used by the program rules
+# and that an erase "changes nothing else today", long after both had effects. The checks
+# below derive what the engine does from the engine itself, driving the account processor
+# with plain messages (no broker): each field of an input is set to two values, and what
+# comes out (every record sent, the stored state, and probes after it: the profile view, a
+# later sale, a daily job on the birthday) tells whether the engine acts on it, only stores
+# it, or does nothing with it; each member event type is applied to a fresh and a known
+# member and its effects observed. The descriptions must agree.
+
+NOT_USED = ("not used", "unused", "informational", "has no effect", "no effect")
+"""Phrases saying the engine does nothing with a field."""
+NOT_READ = ("no program rule", "not read", "no rule")
+"""Phrases saying no rule reads a field (true of a field that is only stored)."""
+PROBE_DAY = date(2026, 5, 4)
+"""The day after the event: a daily job runs on it, and the base birth date falls on it."""
+
+
+def _clock(day: date, hour: int) -> str:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=ZONE).isoformat()
+
+
+EVENT_AT = _clock(PROBE_DAY - timedelta(days=1), 11)
+MEMBER_VARIANTS: dict[str, tuple[Any, Any]] = {
+    "locale": ("es", "it"),
+    "birth_date": (f"1990-{PROBE_DAY:%m-%d}", "1990-01-01"),
+    "consents": ({"marketing": True}, {"marketing": False}),
+    "email": ("a@example.com", "b@example.com"),
+    "phone": ("+34600000001", "+34600000002"),
+    "referral_code": ("6FV109NX", "ZZZZZZZZ"),
+}
+"""Two values of each member event field that is neither an identity nor the event time."""
+TRANSACTION_VARIANTS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "sale": {
+        "station_id": ("ST-1", "ST-2"),
+        "fuel_type": ("diesel", "lpg"),
+        "liters": (20, 30),
+        "amount": (30, 45),
+        "currency": ("EUR", "USD"),
+        "coupon_codes": (None, ["NEWSLETTER"]),
+        "original_transaction_id": (None, "t-1"),
+    },
+    "refund": {
+        "station_id": ("ST-1", "ST-2"),
+        "fuel_type": ("diesel", "lpg"),
+        "liters": (5, 10),
+        "amount": (8, 16),
+        "currency": ("EUR", "USD"),
+        "coupon_codes": (None, ["NEWSLETTER"]),
+        "original_transaction_id": ("t-1", "t-9"),
+    },
+}
+IDENTITY_AND_TIME = {"transaction_id", "member_id", "event_id", "type", "occurred_at"}
+"""Fields the engine reads by definition (keys, idempotency, event time)."""
+PROFILE_FIELDS = {"locale", "birth_date", "consents", "email", "phone"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    records: tuple[tuple[str, bytes], ...]
+    """Every record the event's batch sent (outputs, dead letters, forwards)."""
+    state: bytes | None
+    """The member's stored value after it."""
+    later: bytes
+    """What probes after it show: the profile view, a later sale, the next daily job."""
+
+
+def _drive(values: list[tuple[str, dict[str, Any]]]) -> Observed:
+    """``values`` on their topics, one batch each, through the account processor; what the
+    last one did."""
+    processor = account_processor()
+    key = MEMBER.encode()
+    for offset, (topic, value) in enumerate(values):
+        coupon = codes.coupon_code(MEMBER, "n-1")
+        if value.get("coupon_codes"):
+            value = {**value, "coupon_codes": [coupon]}
+        batch = run_batch(processor, on_owner(topic, key, orjson.dumps(value), offset))
+    db = processor.tables[processor.members].data._db_for_partition(
+        streams.partitioning.owner_partition(key, PARTITIONS)
+    )
+    value = db.get(key)
+    state = decode_state(value)
+    probes: list[Any] = [streams.profile.member_profile(MEMBER, state, PROGRAM, 1_777_900_000_000)]
+    later = decode_transaction(orjson.dumps(sale(occurred_at=_clock(PROBE_DAY, 18))), MAX_BYTES)
+    after, outcome = apply_transaction(state, later, PROGRAM, 1)
+    probes.append(render_transaction(later, outcome.applied, after, PROGRAM))
+    daily_state, daily = apply_daily(state, PROBE_DAY, PROGRAM, 1, MEMBER)
+    if daily is not None:
+        probes.append(render_daily(MEMBER, PROBE_DAY, daily.applied, daily_state, PROGRAM))
+    records = tuple(_comparable(record[0], record[2]) for record in batch.unordered + batch.outputs)
+    return Observed(records, value, orjson.dumps(probes, default=_plain))
+
+
+def _comparable(topic: str, value: bytes) -> tuple[str, bytes]:
+    """A record as sent; a dead letter by its reason only (it carries the input's bytes)."""
+    if topic == TOPICS.deadletter:
+        return topic, orjson.loads(value)["reason"].encode()
+    return topic, value
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)  # type: ignore[arg-type]
+    raise TypeError(type(value))
+
+
+def _base_member_event(kind: str) -> dict[str, Any]:
+    first = {name: values[0] for name, values in MEMBER_VARIANTS.items()}
+    return member_event(event_id="e-1", type=kind, occurred_at=EVENT_AT, **first)
+
+
+def _known_member() -> list[tuple[str, dict[str, Any]]]:
+    """A member enrolled by a signup without a code, holding a newsletter coupon and a sale."""
+    first_day, second_day = date(2026, 4, 20), date(2026, 4, 21)
+    newsletter = {"event_id": "n-1", "type": "newsletter_subscribed"}
+    return [
+        ("loyalty.members", member_event(event_id="s-0", occurred_at=_clock(first_day, 9))),
+        ("loyalty.members", member_event(**newsletter, occurred_at=_clock(first_day, 10))),
+        (
+            "loyalty.transactions",
+            sale(transaction_id="t-1", liters=20, occurred_at=_clock(second_day, 12)),
+        ),
+    ]
+
+
+def _classify(observe: Any, first: Any, second: Any) -> str:
+    """``acts`` (what comes out or shows later differs), ``stored`` (only the stored value
+    differs) or ``unused``."""
+    a, b = observe(first), observe(second)
+    if a.records != b.records or a.later != b.later:
+        return "acts"
+    return "stored" if a.state != b.state else "unused"
+
+
+def _member_field_use(kind: str, name: str) -> str:
+    def observe(value: Any) -> Observed:
+        event = {**_base_member_event(kind), name: value}
+        return _drive([*_known_member(), ("loyalty.members", event)])
+
+    return _classify(observe, *MEMBER_VARIANTS[name])
+
+
+def _transaction_field_use(kind: str, name: str) -> str:
+    def observe(value: Any) -> Observed:
+        if kind == "sale":
+            event = sale(transaction_id="t-2", occurred_at=EVENT_AT, **{name: value})
+        else:
+            fields = {"transaction_id": "r-1", "original_transaction_id": "t-1", "liters": 5}
+            event = refund(**{**fields, "occurred_at": EVENT_AT, name: value})
+        if value is None:
+            event.pop(name)
+        return _drive([*_known_member(), ("loyalty.transactions", event)])
+
+    return _classify(observe, *TRANSACTION_VARIANTS[kind][name])
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.;])\s+(?=[A-Z(`])", text) if s]
+
+
+def _says_ignored_on(text: str, kind: str) -> bool:
+    """A sentence of ``text`` says the field is ignored on ``kind`` (or on other types)."""
+    return any("ignored" in s and (kind in s or "other type" in s) for s in _sentences(text))
+
+
+def _type_clauses(schema: str) -> dict[str, str]:
+    """The clause of each type in the schema's ``type`` description (``\\`a\\`, \\`b\\`:``
+    starts the clause of a and b)."""
+    text = load_schema(schema)["properties"]["type"]["description"]
+    heads = list(re.finditer(r"((?:`[a-z_]+`(?:, )?)+):", text))
+    clauses = {}
+    for index, head in enumerate(heads):
+        end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+        for kind in re.findall(r"`([a-z_]+)`", head.group(1)):
+            clauses[kind] = text[head.end() : end]
+    return clauses
+
+
+def test_the_variant_tables_cover_every_field_of_the_input_schemas():
+    member_fields = set(load_schema("member_event")["properties"]) - IDENTITY_AND_TIME
+    assert set(MEMBER_VARIANTS) == member_fields
+    transaction_fields = set(load_schema("transaction")["properties"]) - IDENTITY_AND_TIME
+    for kind in TRANSACTION_TYPES:
+        assert set(TRANSACTION_VARIANTS[kind]) == transaction_fields
+
+
+def _check_field(schema: str, name: str, uses: dict[str, str], clauses: dict[str, str]) -> None:
+    description = load_schema(schema)["properties"][name]["description"]
+    lowered = description.lower()
+    said_unused = [phrase for phrase in NOT_USED if phrase in lowered]
+    said_unread = [phrase for phrase in NOT_READ if phrase in lowered]
+    if set(uses.values()) == {"unused"}:
+        assert said_unused, f"{schema}.{name}: the engine does nothing with it; say so"
+        return
+    assert not said_unused, f"{schema}.{name} is used ({uses}) but says {said_unused}"
+    if "acts" in uses.values():
+        assert not said_unread, f"{schema}.{name} acts ({uses}) but says {said_unread}"
+    else:  # only stored
+        assert "stored" in lowered, f"{schema}.{name} is stored ({uses}): say so"
+    for kind, use in uses.items():
+        if use != "unused":
+            continue
+        clause = clauses.get(kind, "")
+        in_clause = "ignored" in clause and (
+            f"`{name}`" in clause or (name in PROFILE_FIELDS and "profile fields" in clause)
+        )
+        assert in_clause or _says_ignored_on(description, kind), (
+            f"{schema}.{name} is ignored on {kind}: its description or the {kind} clause of "
+            "`type` must say so"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(MEMBER_VARIANTS))
+def test_member_event_field_descriptions_match_what_the_engine_does_with_them(name):
+    uses = {kind: _member_field_use(kind, name) for kind in MEMBER_EVENT_TYPES}
+    expected_acting = {"signup"} if name == "referral_code" else set()
+    assert expected_acting <= {kind for kind, use in uses.items() if use == "acts"}  # non-vacuous
+    _check_field("member_event", name, uses, _type_clauses("member_event"))
+
+
+@pytest.mark.parametrize("name", sorted(TRANSACTION_VARIANTS["sale"]))
+def test_transaction_field_descriptions_match_what_the_engine_does_with_them(name):
+    uses = {kind: _transaction_field_use(kind, name) for kind in TRANSACTION_TYPES}
+    _check_field("transaction", name, uses, {})
+
+
+# What a member event type can do, and the words its clause of `type` uses for it.
+EFFECT_PHRASES = {
+    "stores the profile": "the profile fields the event carries",
+    "enrols": "enrols the member",
+    "claims a referral": "claims the referral",
+    "issues a coupon": "issues the program's newsletter coupon",
+    "deletes the state": "deletes the member's state",
+    "refuses later events": "dead-lettered `member_erased`",
+}
+
+
+def _type_effects(kind: str) -> set[str]:
+    """What an event of ``kind`` carrying every field does to a fresh and to a known member."""
+    effects: set[str] = set()
+    for setup in ([], _known_member()):
+        before = _drive(setup) if setup else None
+        event = ("loyalty.members", _base_member_event(kind))
+        after = _drive([*setup, event])
+        later_sale = ("loyalty.transactions", sale(transaction_id="t-9", occurred_at=EVENT_AT))
+        refused = _drive([*setup, event, later_sale])
+        old = decode_state(before.state if before else None)
+        new = decode_state(after.state)
+        if after.state is not None and new.profile != old.profile:
+            effects.add("stores the profile")
+        if old.enrolled_at is None and new.enrolled_at is not None:
+            effects.add("enrols")
+        claims = [
+            orjson.loads(value) for topic, value in after.records if topic == TOPICS.referrals
+        ]
+        if any(claim["op"] == "claim" for claim in claims):
+            effects.add("claims a referral")
+        newsletter = [c for c in new.coupons.values() if c.source == "newsletter"]
+        if len(newsletter) > len([c for c in old.coupons.values() if c.source == "newsletter"]):
+            effects.add("issues a coupon")
+        if before is not None and before.state is not None and after.state is None:
+            effects.add("deletes the state")
+        letters = [
+            value.decode()  # a dead letter's reason (see _comparable)
+            for topic, value in refused.records
+            if topic == TOPICS.deadletter
+        ]
+        if "member_erased" in letters:
+            effects.add("refuses later events")
+    return effects
+
+
+@pytest.mark.parametrize("kind", MEMBER_EVENT_TYPES)
+def test_each_member_event_type_is_described_by_what_the_engine_does(kind):
+    effects = _type_effects(kind)
+    assert effects, f"{kind} does nothing observable: the test is broken"
+    clause = _type_clauses("member_event")[kind]
+    described = {effect for effect, phrase in EFFECT_PHRASES.items() if phrase in clause}
+    assert described == effects, f"`{kind}` clause: {clause!r}"
+    for phrase in ("changes nothing", "nothing else", *NOT_USED):
+        assert phrase not in clause.lower(), f"`{kind}` has effects {effects}: {phrase!r}"
+
+
+def test_the_field_check_catches_the_referral_code_wording_of_issue_19(monkeypatch):
+    """The wording member_event.schema.json had for `referral_code` until fcede6a."""
+    schema = load_schema("member_event")
+    schema["properties"]["referral_code"]["description"] = (
+        "The referral code a new member typed at signup (another member's code, from their "
+        "`welcome` notification); 1-64 characters. Validated, not used by the current program "
+        "rules. Empty or not a string: invalid_type; longer: out_of_range."
+    )
+    monkeypatch.setattr(sys.modules[__name__], "load_schema", lambda name: schema)
+    uses = {kind: _member_field_use(kind, "referral_code") for kind in MEMBER_EVENT_TYPES}
+    with pytest.raises(AssertionError, match="is used"):
+        _check_field("member_event", "referral_code", uses, _type_clauses("member_event"))
