@@ -473,6 +473,8 @@ class MemberModel:
     newsletter_issued: bool = False
     coupons: list[CouponRecord] = field(default_factory=list)
     mission_awards: dict[str, int] = field(default_factory=dict)
+    latest_transaction_s: int = 0
+    """Event time of the member's latest transaction applied (sale or refund)."""
     birthday_years: set[int] = field(default_factory=set)
     last_daily: date | None = None
     last_sale_s: int | None = None
@@ -554,17 +556,24 @@ class Reference:
         return self.members[member_id]
 
     def earned_in_window(self, member: MemberModel, day: date) -> int:
+        """Points earned in the tier window ending with ``day``, that day included."""
         first = day - timedelta(days=self.rules.tier_window_days - 1)
         return sum(points for d, points in member.earned.items() if first <= d <= day)
+
+    def tier_as_of(self, member: MemberModel, day: date) -> date:
+        """README, ``[tiers]``: the as-of day of an event of ``day`` is the latest of that
+        day, the member's latest day with a credit and the day of their last daily job."""
+        return max(day, max(member.earned, default=day), member.last_daily or day)
 
     def _post(self, member: MemberModel, source: str, reason: str, delta: int) -> None:
         member.balance += delta
         member.ledger.append(Entry(source, reason, delta, member.balance))
 
     def _earn(self, member: MemberModel, day: date, points: int) -> None:
-        """A credit counted for tiers and put into the day's expiry lot."""
-        member.earned[day] = member.earned.get(day, 0) + points
+        """A credit counted for tiers and put into the day's expiry lot (nothing is credited
+        by an event that earns no points: its day is no day with a credit)."""
         if points > 0:
+            member.earned[day] = member.earned.get(day, 0) + points
             member.lots[day] = member.lots.get(day, 0) + points
 
     def _debit_lots(self, member: MemberModel, points: int) -> None:
@@ -578,7 +587,11 @@ class Reference:
                 del member.lots[day]
 
     def _upgrade(self, member: MemberModel, day: date) -> tuple[str, str] | None:
-        reached = self.rules.tier_reached(self.earned_in_window(member, day))
+        """The upgrade a credit of ``day`` makes, judged as of the latest day on record (a
+        late credit is not judged as of its own day)."""
+        reached = self.rules.tier_reached(
+            self.earned_in_window(member, self.tier_as_of(member, day))
+        )
         if reached > member.tier:
             change = (self.rules.tiers[member.tier].name, self.rules.tiers[reached].name)
             member.tier = reached
@@ -698,6 +711,7 @@ class Reference:
         else:
             outcome = self._sale(member, value)
         at_s = epoch_s(value["occurred_at"])
+        member.latest_transaction_s = max(member.latest_transaction_s, at_s)
         self._resegment(member, self.rules.day(at_s), at_s, transaction_id, transaction_id, outcome)
 
     def _sale(self, member: MemberModel, value: dict[str, Any]) -> Outcome:
@@ -745,15 +759,32 @@ class Reference:
             fuel=value["fuel_type"],
         )
         member.last_sale_s = max(member.last_sale_s or at_s, at_s)
+        # README, `[[missions]]`: this sale and at least `sales` - 1 other sales, each of at
+        # least `min_liters` litres net of the refunds applied so far (one refunded in full
+        # never counts), in the `window_days` x 24 h ending at this sale (exact time; a sale
+        # dated after it does not count), at least `cooldown_days` x 24 h after the sale
+        # that last completed the mission; sales more than `[refunds] window_days` x 24 h
+        # older than the member's latest transaction are forgotten.
+        remembered_from = member.latest_transaction_s - rules.refund_window_days * DAY_S
+        this_sale = member.sales[transaction_id]
         for mission in rules.missions:
+
+            def counts(sale: SaleRecord, mission: Mission = mission) -> bool:
+                net = sale.liters_cl - sale.refunded_cl
+                return net > 0 and net >= mission.min_centiliters
+
             last = member.mission_awards.get(mission.id)
             if last is not None and at_s - last < mission.cooldown_days * DAY_S:
+                continue
+            if not counts(this_sale):
                 continue
             start = at_s - mission.window_days * DAY_S
             count = sum(
                 1
                 for sale in member.sales.values()
-                if start < sale.at_s <= at_s and sale.liters_cl >= mission.min_centiliters
+                if start < sale.at_s <= at_s
+                and (sale is this_sale or sale.at_s >= remembered_from)
+                and counts(sale)
             )
             if count >= mission.sales:
                 member.mission_awards[mission.id] = at_s
@@ -973,7 +1004,7 @@ class Reference:
                 member.lots = {d: p for d, p in member.lots.items() if d > last_expired}
                 self._post(member, source, EXPIRY, -expired)
                 outcome.points -= expired
-            held = rules.tier_reached(self.earned_in_window(member, day))
+            held = rules.tier_reached(self.earned_in_window(member, self.tier_as_of(member, day)))
             if held < member.tier:
                 outcome.tier_change = (rules.tiers[member.tier].name, rules.tiers[held].name)
                 member.tier = held

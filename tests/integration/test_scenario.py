@@ -591,8 +591,56 @@ def build_scenario(seed: int = SEED) -> Scenario:
         day = rng.randrange(signup_day[member], DAYS)
         p.add(member, "profile_updated", day, profile={"locale": "en", "phone": "+34600000000"})
 
+    _plan_mission_and_tier_rules(p)
     assign_times(p.items, rng)
     return Scenario(p.items, p.notes)
+
+
+def _plan_mission_and_tier_rules(p: Planner) -> None:
+    """Five members, one rule of issue 19 each (README, `[[missions]]` and `[tiers]`); their
+    sales are all fixed in time, and the random draws they make are given back, so the
+    rest of the scenario is the same with them or without."""
+    drawn = p.rng.getstate()
+    # mr1: a sale refunded in full no longer counts: days 3, 4 (day 3 refunded), 5: no
+    # mission; day 6 completes it (4, 5, 6).
+    first = p.fixed_sale("mr1", local_instant(3, 12), 1000)
+    p.fixed_sale("mr1", local_instant(4, 12), 1000)
+    p.add("mr1", "refund", 4, at_s=local_instant(4, 15), fixed=True, original=first, liters_cl=1000)
+    p.fixed_sale("mr1", local_instant(5, 12), 1000)
+    p.fixed_sale("mr1", local_instant(6, 12), 1000)
+    p.notes["mr1"] = "mission: a sale refunded in full does not count"
+    # mr2: completed at A (day 5, 12:00); three sales in 7 days inside the cooldown, the
+    # last one second before A + 30 x 24 h; the one at exactly A + 30 x 24 h completes it.
+    award = local_instant(5, 12)
+    for at_s in (award - 2 * 86_400, award - 86_400, award):
+        p.fixed_sale("mr2", at_s, 1000)
+    for at_s in (award + 28 * 86_400, award + 29 * 86_400, award + 30 * 86_400 - 1):
+        p.fixed_sale("mr2", at_s, 1000)
+    p.fixed_sale("mr2", award + 30 * 86_400, 1000)
+    p.notes["mr2"] = "mission cooldown: one second before 30 x 24 h no, exactly then yes"
+    # mr3: sales of days 20 and 21, then one dated day 19 sent on day 22: its window ends at
+    # it, so the later two do not count; a sale on day 23 completes the mission (19-23).
+    p.fixed_sale("mr3", local_instant(20, 12), 1000)
+    p.fixed_sale("mr3", local_instant(21, 12), 1000)
+    p.sale("mr3", 22, 1000, at_s=local_instant(19, 12), fixed=True, late=True)
+    p.fixed_sale("mr3", local_instant(23, 12), 1000)
+    p.notes["mr3"] = "mission: a late sale does not count the sales dated after it"
+    # mr4: 600 earned on day 30 (250 L and the welcome bonus); a sale dated day 29 (225 L,
+    # 450) sent on day 31 crosses 1,000 in the window ending on day 30, the latest day on
+    # record: silver on the late sale (as of day 29 it would count 450 alone); a fill on
+    # day 33 earns at silver and completes the mission (29, 30, 33).
+    p.fixed_sale("mr4", local_instant(30, 12), 25000)
+    p.sale("mr4", 31, 22500, at_s=local_instant(29, 12), fixed=True, late=True)
+    p.fixed_sale("mr4", local_instant(33, 12), 2000)
+    p.notes["mr4"] = "tier: a late credit is judged as of the latest day on record"
+    # mr5: silver on day 10 (450 L and the welcome bonus: 1,000); a 20 L sale dated day 8
+    # sent on day 12 earns at silver (x1.25 with the volume x2: 50).
+    p.fixed_sale("mr5", local_instant(10, 12), 45000)
+    p.sale("mr5", 12, 2000, at_s=local_instant(8, 12), fixed=True, late=True)
+    p.notes["mr5"] = "tier: a late sale earns at the tier held when it is applied"
+    for member in ("mr1", "mr2", "mr3", "mr4", "mr5"):
+        p.enrol_day[member] = min(item.day for item in p.items if item.member == member)
+    p.rng.setstate(drawn)
 
 
 def assign_times(items: list[Item], rng: random.Random) -> None:
@@ -1381,3 +1429,41 @@ def test_sixty_days_for_500_members_match_an_independent_reference(
             print(describe(member, reference, outputs, diffs[member]))
     assert not diffs, f"{len(diffs)} members differ from the reference model (see output)"
     assert not runner.problems
+    assert rule_outcomes(outputs) == EXPECTED_RULE_OUTCOMES
+
+
+MISSION = ["three_fills_7d"]
+EXPECTED_RULE_OUTCOMES = {
+    # (missions, tier used, tier change) of each sale, in the order planned.
+    "mr1": [(None, "bronze", None)] * 3 + [(MISSION, "bronze", None)],
+    "mr2": [(None, "bronze", None)] * 2
+    + [(MISSION, "bronze", None)]
+    + [(None, "bronze", None)] * 3
+    + [(MISSION, "bronze", None)],
+    "mr3": [(None, "bronze", None)] * 3 + [(MISSION, "bronze", None)],
+    "mr4": [
+        (None, "bronze", None),
+        (None, "bronze", ("bronze", "silver")),
+        (MISSION, "silver", None),  # days 29, 30 and 33: the late sale counts for a later one
+    ],
+    "mr5": [(None, "bronze", ("bronze", "silver")), (None, "silver", None)],
+}
+"""The rules of issue 19 on the engine's own reward events (the model agrees with them)."""
+
+
+def rule_outcomes(outputs: Outputs) -> dict[str, list[tuple[Any, ...]]]:
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for member, kinds in EXPECTED_RULE_OUTCOMES.items():
+        rows = []
+        for index in range(1, len(kinds) + 1):
+            reward = outputs.by_source.get((member, "sale", f"pos-{member}-{index:03d}"), {})
+            change = reward.get("tier_change")
+            rows.append(
+                (
+                    reward.get("missions"),
+                    reward.get("tier"),
+                    (change["from"], change["to"]) if change else None,
+                )
+            )
+        found[member] = rows
+    return found
