@@ -21,11 +21,12 @@ from tables import lots
 from tables.accounts import (
     RejectedTransaction,
     apply_daily,
+    apply_member_event,
     apply_redemption_step,
     apply_transaction,
     day_of,
 )
-from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, sale
+from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event, sale
 
 DAY_S = 86_400
 T0 = datetime.fromisoformat("2026-01-05T10:00:00+01:00")
@@ -93,6 +94,8 @@ def test_staleness_is_exact_time_from_the_newest_transaction_and_daily_jobs_do_n
     state = applied(MemberState(), sale("S", "20", at(0)))
     for offset in range(1, 200, 10):  # the daily jobs of 200 days, expiry and all
         state, _ = apply_daily(state, (T0 + timedelta(days=offset)).date(), PROGRAM, NOW_MS, MEMBER)
+    update = member_event("p", "profile_updated", at(150), locale="es")
+    state, _ = apply_member_event(state, update, PROGRAM, NOW_MS)
     window = PROGRAM.refund_window_days
     assert applied(state, sale("L", "5", at(-window))).applied.keys() >= {"L"}
     assert rejection(state, sale("L", "5", at(-window, seconds=-1))) == "stale_transaction"
