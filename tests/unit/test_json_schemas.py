@@ -2180,7 +2180,7 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     placement_reasons = _reasons_raised(streams.partitioning, "InvalidEvent")
     storage_reasons = _reasons_raised(agents.batching, "Unstorable")
     # the scan found them
-    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 4, 3)
+    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 6, 3)
     assert placement_reasons == {WRONG_PARTITION}
     assert storage_reasons == {STATE_TOO_LARGE, OUTPUT_TOO_LARGE}
     reasons = (
