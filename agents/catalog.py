@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -20,7 +22,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from agents.accounts import wall_clock_ms
+from agents.deadletters import send_dead_letter
 from agents.profiles import RETRY_AFTER_S, Answer
+from schemas.decode import INVALID_VALUE
 from streams.catalog import CatalogView
 from streams.openapi import CATALOG_LOADING
 from streams.settings import Settings
@@ -60,10 +65,19 @@ class CatalogFeed(Service):
     ``view``, and sets ``view.ready`` once it has read up to the end offsets the topics had
     when it started (a topic that did not exist then counts as empty)."""
 
-    def __init__(self, settings: Settings, view: CatalogView, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        view: CatalogView,
+        reject: Callable[[Any, str], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.view = view
+        self.reject = reject
+        """Called with each ``loyalty.catalog`` record the view refused and why (the worker
+        dead-letters it)."""
         self.catalog_topic = settings.topics.catalog
         self.stock_topic = changelog_topic_name(settings.app_id, "reward_stock")
         self._next_offset: dict[TopicPartition, int] = {}
@@ -136,7 +150,9 @@ class CatalogFeed(Service):
                 self._resume(consumer, assigned)
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             for tp, records in batches.items():
-                self._apply(tp, records)
+                for record, why in self._apply(tp, records):
+                    if self.reject is not None:
+                        await self.reject(record, why)
             if not self.view.ready:
                 await self._catch_up(consumer, assigned)
 
@@ -164,8 +180,11 @@ class CatalogFeed(Service):
             if tp in self._next_offset:
                 consumer.seek(tp, self._next_offset[tp])
 
-    def _apply(self, tp: TopicPartition, records: list[Any]) -> None:
-        apply = self.view.apply_catalog if tp.topic == self.catalog_topic else self.view.apply_stock
+    def _apply(self, tp: TopicPartition, records: list[Any]) -> list[tuple[Any, str]]:
+        """Apply records of one partition; returns the catalog records refused, and why."""
+        is_catalog = tp.topic == self.catalog_topic
+        apply = self.view.apply_catalog if is_catalog else self.view.apply_stock
+        refused = []
         for record in records:
             if record.offset < self._next_offset.get(tp, 0):
                 continue  # read again after a reassignment: already applied
@@ -179,7 +198,10 @@ class CatalogFeed(Service):
                 logger.warning(
                     "skipped record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, skipped
                 )
+                if is_catalog:
+                    refused.append((record, skipped))
             self._next_offset[tp] = record.offset + 1
+        return refused
 
     async def _catch_up(
         self, consumer: AIOKafkaConsumer, assigned: frozenset[TopicPartition]
@@ -207,7 +229,22 @@ class CatalogFeed(Service):
 def register(app: faust.App, settings: Settings, view: CatalogView) -> CatalogFeed:
     """Keep ``view`` current on this worker (the feed starts and stops with the app) and
     serve ``GET /catalog`` from it."""
-    feed = CatalogFeed(settings, view)
+    deadletter = app.topic(settings.topics.deadletter, key_type=bytes, value_type=bytes)
+
+    async def reject(record: Any, why: str) -> None:
+        # Every worker reads the whole catalog, so each dead-letters a refused record: the
+        # copies carry the same deadletter_id (topic, partition, offset).
+        message = SimpleNamespace(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=None if record.timestamp is None else record.timestamp / 1000,
+            key=record.key,
+            value=record.value,
+        )
+        await send_dead_letter(deadletter, message, INVALID_VALUE, why, wall_clock_ms())
+
+    feed = CatalogFeed(settings, view, reject)
     # A dependency of the app starts with it, before table recovery (the catalog does not
     # wait for the worker's partitions), and stops with it.
     app.add_dependency(feed)

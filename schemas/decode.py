@@ -67,6 +67,7 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 offset to an event time without leaving ``datetime``'s range."""
 _EARLIEST_S = EARLIEST.timestamp()
 _LATEST_S = LATEST.timestamp()
+_MINUTE = timedelta(minutes=1)
 
 _is_identifier = re.compile(ID_PATTERN).fullmatch
 """``schemas.ids.is_identifier`` without a call in between: four ids per transaction."""
@@ -289,8 +290,8 @@ def _number(obj: dict[str, Any], name: str, low: float, high: float) -> Decimal:
 
 
 def parse_timestamp(value: Any, name: str) -> datetime:
-    """An ISO-8601 timestamp with a UTC offset, from 2000-01-01T00:00:00Z and before the
-    year 9999; naive timestamps are rejected."""
+    """An ISO-8601 timestamp with a UTC offset of whole minutes, from 2000-01-01T00:00:00Z
+    and before the year 9999; naive timestamps are rejected."""
     return _timestamp(value, name)[0]
 
 
@@ -304,8 +305,13 @@ def _timestamp(value: Any, name: str) -> tuple[datetime, float]:
         raise InvalidEvent(
             INVALID_TIMESTAMP, f"field '{name}' is not ISO-8601: {value!r}"
         ) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
+    offset = parsed.utcoffset()
+    if offset is None:
         raise InvalidEvent(NAIVE_TIMESTAMP, f"field '{name}' has no UTC offset: {value!r}")
+    if offset % _MINUTE:
+        # ISO 8601 and RFC 3339 offsets are whole minutes; Python also reads seconds, which
+        # the outputs would carry on (`+01:00:30`), outside their published pattern.
+        raise InvalidEvent(INVALID_TIMESTAMP, f"field '{name}' has an offset of seconds: {value!r}")
     # timestamp() of an aware datetime is a difference: no overflow for year 1 or 9999.
     seconds = parsed.timestamp()
     if not _EARLIEST_S <= seconds < _LATEST_S:

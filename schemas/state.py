@@ -41,6 +41,16 @@ class AppliedEvent:
     """For a refund: the transaction_id of the sale it refunds."""
     details: dict[str, Any] = field(default_factory=dict)
     """Outcomes beyond the ledger: tier used and tier change, coupon results, missions."""
+    fingerprint: str | None = None
+    """For a transaction or member event: a short hash of its content
+    (``tables.accounts.content_fingerprint``), so a repeat of its id with other content is
+    told from an identical one. None for other keys, and in events stored before it."""
+    locale: str | None = None
+    """The locale the member's notifications were wanted in (profile, else the program's
+    default) when the event was applied: a replay renders in it. None when not recorded."""
+    consent: bool | None = None
+    """The member's marketing consent when the event was applied (marketing notifications
+    of a replay follow it). None when not recorded."""
 
 
 StoredEvent = list[Any]
@@ -50,6 +60,7 @@ StoredLedgerEntry = list[Any]
 # Positions in a stored event that the log reads without decoding the event.
 _OCCURRED_S = 0
 _LITERS = 3
+_REFUNDED_LITERS = 5
 _REFUND_OF = 7
 _occurred_s = itemgetter(_OCCURRED_S)
 
@@ -110,10 +121,10 @@ class AppliedLog(Mapping[str, AppliedEvent]):
         return max(map(_occurred_s, self._stored.values()), default=0)
 
     def sales_after(self, after_s: int) -> list[tuple[int, Decimal]]:
-        """(event time, litres) of the sales (refunds left out) that occurred after
-        ``after_s``; only their litres are decoded."""
+        """(event time, litres net of the refunds applied to it) of the sales (refunds left
+        out) that occurred after ``after_s``; only their litres are decoded."""
         return [
-            (item[_OCCURRED_S], Decimal(item[_LITERS]))
+            (item[_OCCURRED_S], Decimal(item[_LITERS]) - Decimal(item[_REFUNDED_LITERS]))
             for item in self._stored.values()
             if item[_OCCURRED_S] > after_s and item[_REFUND_OF] is None
         ]
@@ -247,7 +258,7 @@ class MemberState:
 
 
 def _encode_applied(applied: AppliedEvent) -> StoredEvent:
-    return [
+    stored = [
         applied.occurred_s,
         applied.processed_ms,
         applied.balance_after,
@@ -257,7 +268,14 @@ def _encode_applied(applied: AppliedEvent) -> StoredEvent:
         applied.enrolled,
         applied.refund_of,
         applied.details,
+        applied.fingerprint,
+        applied.locale,
+        applied.consent,
     ]
+    # Trailing fields left unset are left out: an event without them stays 9 items long.
+    while len(stored) > 9 and stored[-1] is None:
+        stored.pop()
+    return stored
 
 
 def _decode_applied(item: StoredEvent) -> AppliedEvent:
@@ -271,6 +289,9 @@ def _decode_applied(item: StoredEvent) -> AppliedEvent:
         enrolled=item[6],
         refund_of=item[7],
         details=item[8] if len(item) > 8 else {},
+        fingerprint=item[9] if len(item) > 9 else None,
+        locale=item[10] if len(item) > 10 else None,
+        consent=item[11] if len(item) > 11 else None,
     )
 
 

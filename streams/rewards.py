@@ -1,7 +1,9 @@
 """Pure rendering of the output events of one applied input event.
 
-Outputs are a function of the input event, its stored outcome and the member's profile, so
-a redelivered event re-emits the same records with the same ids.
+Outputs are a function of the input event and its stored outcome (with the locale, marketing
+consent and tier recorded when it was applied), so a redelivered event re-emits the same
+records, byte for byte, whatever the member changed since; only the program file and what a
+coupon or referral code names are read from the current program and state.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def render_transaction(
         kind = POINTS_EARNED if points > 0 else POINTS_REVERSED
         messages.append((kind, {**figures, "points": abs(points)}))
     for mission in details.get("missions", []):
-        bonus = next(m.bonus_points for m in program.missions if m.id == mission)
+        # A mission since removed from the program (a replay after a change) shows 0.
+        bonus = next((m.bonus_points for m in program.missions if m.id == mission), 0)
         messages.append((MISSION_COMPLETED, {**figures, "mission": mission, "points": bonus}))
     if "tier_change" in details:
         previous, tier = details["tier_change"]
@@ -160,7 +163,7 @@ def render_transaction(
         source_id,
         occurred_at,
         messages,
-        state,
+        _audience(applied, state, program),
         program,
         transaction.member_id,
     )
@@ -211,7 +214,7 @@ def render_member_event(
         event.event_id,
         occurred_at,
         messages,
-        state,
+        _audience(applied, state, program),
         program,
         event.member_id,
     )
@@ -242,7 +245,7 @@ def render_referral(
         applied,
         program,
         scope,
-        tier=tier_named(state.tier, program.tiers).name,
+        tier=_tier_held(applied, state, program),
         tier_change=_tier_change(applied.details),
         referral=applied.details.get("referral"),
         coupon_issued=_issued(state.coupons.get(applied.details.get("win_back", ""))),
@@ -264,7 +267,7 @@ def render_referral(
         source_id,
         occurred_at,
         messages,
-        state,
+        _audience(applied, state, program),
         program,
         outcome.member_id,
         scope,
@@ -313,7 +316,7 @@ def render_redemption(
     kind = _REDEMPTION_NOTICES.get(redemption["status"])
     if kind is not None:
         names = step.reward_name or {}
-        locale = state.profile.locale or program.default_locale
+        locale = _audience(applied, state, program)[0]
         name = names.get(locale) or names.get(locale.split("-")[0]) or names.get("en")
         reason = redemption["reason"]
         words = program.reason_texts
@@ -330,7 +333,7 @@ def render_redemption(
         step.request_id,
         occurred_at,
         messages,
-        state,
+        _audience(applied, state, program),
         program,
         step.member_id,
         scope,
@@ -355,7 +358,7 @@ def render_daily(
         applied,
         program,
         scope,
-        tier=tier_named(state.tier, program.tiers).name,
+        tier=_tier_held(applied, state, program),
         tier_change=_tier_change(details),
         coupon_issued=_issued(state.coupons.get(details.get("win_back", ""))),
     )
@@ -376,8 +379,9 @@ def render_daily(
         messages.append((TIER_CHANGED, {**balance, "tier": tier, "previous_tier": previous}))
     messages += _win_back_messages(applied, state, program)
     ledger = _ledger(DAILY_SOURCE, source_id, member_id, applied, program, occurred_at, scope)
+    audience = _audience(applied, state, program)
     notifications = _notifications(
-        DAILY_SOURCE, source_id, occurred_at, messages, state, program, member_id, scope
+        DAILY_SOURCE, source_id, occurred_at, messages, audience, program, member_id, scope
     )
     segments = _segment_changes(
         DAILY_SOURCE, source_id, member_id, occurred_at, applied, program, scope
@@ -516,21 +520,38 @@ def _tier_change(details: dict[str, Any]) -> dict[str, str] | None:
     return None if change is None else {"from": change[0], "to": change[1]}
 
 
+def _audience(applied: AppliedEvent, state: MemberState, program: Program) -> tuple[str, bool]:
+    """The locale the notifications are wanted in and the marketing consent, as recorded
+    when the event was applied (the member's current ones for an outcome stored before
+    they were recorded)."""
+    if applied.locale is not None and applied.consent is not None:
+        return applied.locale, applied.consent
+    return state.profile.locale or program.default_locale, state.profile.marketing_consent
+
+
+def _tier_held(applied: AppliedEvent, state: MemberState, program: Program) -> str:
+    """The tier held after a daily job or a referral credit, as recorded."""
+    recorded = applied.details.get("tier")
+    return recorded if recorded is not None else tier_named(state.tier, program.tiers).name
+
+
 def _notifications(
     source_kind: str,
     source_id: str,
     occurred_at: str,
     messages: list[tuple[str, dict[str, Any]]],
-    state: MemberState,
+    audience: tuple[str, bool],
     program: Program,
     member_id: str,
     id_scope: tuple[str, ...] = (),
 ) -> list[Notification]:
-    wanted = state.profile.locale or program.default_locale
+    """The notifications of ``messages`` for the ``audience`` (wanted locale, marketing
+    consent) of the event."""
+    wanted, consent = audience
     notifications = []
     seen: dict[str, int] = {}
     for kind, data in messages:
-        if kind in program.marketing_kinds and not state.profile.marketing_consent:
+        if kind in program.marketing_kinds and not consent:
             continue
         locale, title, body = _render(kind, wanted, data, program)
         # A kind can repeat within one event (two missions): number the repeats.

@@ -74,9 +74,19 @@ def tier_named(name: str | None, tiers: tuple[Tier, ...]) -> Tier:
 
 
 def earned_in_window(earned_by_day: dict[int, int], day: int, window_days: int) -> int:
-    """Points earned in the ``window_days`` days ending with ``day`` (day ordinals)."""
+    """Points earned in the ``window_days`` calendar days ending with ``day``, that day
+    included (day ordinals in the program's time zone): ``day - window_days + 1`` to ``day``."""
     first = day - window_days + 1
     return sum(points for d, points in earned_by_day.items() if first <= d <= day)
+
+
+def tier_as_of_day(day: int, earned_by_day: dict[int, int], last_daily_day: int | None) -> int:
+    """The day the tier is judged as of, for a credit (or a daily job) of ``day``: the
+    latest of ``day``, the member's latest day with a credit, and the day of their last
+    daily job. A late credit is judged as of the member's latest day on record, so the tier
+    never depends on the order in which a member's credits arrive: the window never moves
+    back in time (as for segments)."""
+    return max(day, max(earned_by_day, default=day), last_daily_day or day)
 
 
 def mission_completed(
@@ -84,20 +94,37 @@ def mission_completed(
     sales: list[tuple[int, Decimal]],
     now_s: int,
     last_award_s: int | None,
+    current_liters: Decimal | None = None,
 ) -> bool:
     """Whether the sale at ``now_s`` completes ``mission``.
 
-    ``sales`` are (event time, litres) of the member's remembered sales, this one included.
+    ``sales`` are (event time in whole epoch seconds, litres net of the refunds applied so
+    far) of the member's remembered sales, this one included. The rule, in exact time (not
+    calendar days): the sale itself and at least ``mission.sales - 1`` other sales count, a
+    sale counting when its net litres are above 0 and at least ``min_liters`` and its time
+    ``t`` is in ``(now_s - window_days x 24 h, now_s]`` (a sale dated after ``now_s``, which
+    arrived before a late one, does not count for it); and none when the mission was last
+    completed at ``last_award_s`` with ``now_s < last_award_s + cooldown_days x 24 h``.
+    ``current_liters``: the completing sale's net litres, which must count itself (None:
+    not checked, for callers that only count).
     """
+    if current_liters is not None and not _counts(current_liters, mission):
+        return False
     if last_award_s is not None and now_s - last_award_s < mission.cooldown_days * _DAY_S:
         return False
     start = now_s - mission.window_days * _DAY_S
     qualifying = sum(
         1
         for occurred_s, liters in sales
-        if start < occurred_s <= now_s and liters >= mission.min_liters
+        if start < occurred_s <= now_s and _counts(liters, mission)
     )
     return qualifying >= mission.sales
+
+
+def _counts(net_liters: Decimal, mission: Mission) -> bool:
+    """Whether a sale of ``net_liters`` (after refunds) counts towards ``mission``: a sale
+    refunded in full never does."""
+    return net_liters > 0 and net_liters >= mission.min_liters
 
 
 def is_birthday(birth_date: date, day: date) -> bool:

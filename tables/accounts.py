@@ -2,14 +2,19 @@
 
 Idempotent by event id (``transaction_id``, ``event_id``): an event already applied returns
 the state unchanged and the stored outcome, so the agent can re-emit the very same outputs
-(same ids) after a redelivery without crediting twice.
+(same ids, byte for byte) after a redelivery without crediting twice. The stored outcome
+keeps a fingerprint of the event's content: a repeat of the id with other content is
+refused (``transaction_id_conflict``, ``event_id_conflict``) instead of re-emitting records
+that would mix the two.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -53,6 +58,7 @@ from streams.rules import (
     is_birthday,
     mission_completed,
     reversal_points,
+    tier_as_of_day,
     tier_for,
     tier_named,
 )
@@ -66,6 +72,8 @@ STALE_TRANSACTION = "stale_transaction"
 MEMBER_ERASED = "member_erased"
 UNKNOWN_REFERRAL_CLAIM = "unknown_referral_claim"
 UNKNOWN_HOLD = "unknown_hold"
+TRANSACTION_ID_CONFLICT = "transaction_id_conflict"
+EVENT_ID_CONFLICT = "event_id_conflict"
 
 _DAY_S = 86_400
 LEDGER_HISTORY = 50
@@ -93,12 +101,62 @@ def day_of(epoch_s: int, program: Program) -> int:
     return datetime.fromtimestamp(epoch_s, ZoneInfo(program.timezone)).date().toordinal()
 
 
+def content_fingerprint(event: Transaction | MemberEvent) -> str:
+    """A short hash of an input event's content, stored with its outcome to tell an
+    identical repeat of its id from a conflicting one: every field of the decoded event but
+    those at their default (so a field added to the contract later changes no fingerprint
+    already stored), numbers by value (20 and 20.0 are the same), times with their UTC
+    offset (as the outputs show them). 64 bits as base64url: 11 characters."""
+    content = {}
+    for spec in fields(event):
+        value = getattr(event, spec.name)
+        if spec.default is not MISSING and value == spec.default:
+            continue
+        content[spec.name] = _canonical(value)
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(text.encode()).digest()[:8]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value.normalize())
+    if isinstance(value, date):  # a datetime too: isoformat keeps its offset
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def _conflicts(previous: AppliedEvent, fingerprint: str) -> bool:
+    """True when a repeated id comes with other content than the event applied before (an
+    outcome stored before fingerprints were kept is taken as identical)."""
+    return previous.fingerprint is not None and previous.fingerprint != fingerprint
+
+
+def _conflict_message(id_name: str, event_id: str) -> str:
+    return (
+        f"{id_name} {event_id!r} was applied before with other content; a repeat must be "
+        "identical (nothing of this one is applied)"
+    )
+
+
+def _audience(state: MemberState, program: Program) -> tuple[str, bool]:
+    """The locale the member's notifications are wanted in, and their marketing consent:
+    recorded with each outcome so that a replay renders as the first time."""
+    return state.profile.locale or program.default_locale, state.profile.marketing_consent
+
+
 def apply_transaction(
     state: MemberState, transaction: Transaction, program: Program, processed_ms: int
 ) -> tuple[MemberState, Outcome]:
     """Apply a sale or refund to a member's state."""
+    fingerprint = content_fingerprint(transaction)
     previous = state.applied.get(transaction.transaction_id)
     if previous is not None:
+        if _conflicts(previous, fingerprint):
+            message = _conflict_message("transaction_id", transaction.transaction_id)
+            raise RejectedTransaction(TRANSACTION_ID_CONFLICT, message)
         return state, Outcome(applied=previous, duplicate=True)
 
     occurred_s = int(transaction.occurred_at.timestamp())
@@ -125,6 +183,8 @@ def apply_transaction(
         occurred_s,
         transaction.transaction_id,
     )
+    locale, consent = _audience(state, program)
+    applied = replace(applied, fingerprint=fingerprint, locale=locale, consent=consent)
     keep_from_s = max(newest_s, occurred_s) - window_s
     applied_log = state.applied.since(keep_from_s).with_event(transaction.transaction_id, applied)
     keep_from_day = day - program.tier_window_days
@@ -148,8 +208,10 @@ def _credit(
         return state if stats_after is None else replace(state, stats=stats_after)
     earned_by_day = {**state.earned_by_day, day: state.earned_by_day.get(day, 0) + points}
     tier = tier_named(state.tier, program.tiers)
+    # A late credit is judged as of the member's latest day on record, not its own day.
+    as_of = tier_as_of_day(day, earned_by_day, _last_daily_day(state))
     reached = tier_for(
-        earned_in_window(earned_by_day, day, program.tier_window_days), program.tiers
+        earned_in_window(earned_by_day, as_of, program.tier_window_days), program.tiers
     )
     if reached.min_points > tier.min_points:
         details["tier_change"] = [tier.name, reached.name]
@@ -162,6 +224,10 @@ def _credit(
         tier=tier.name,
         stats=stats.add_points(state.stats, points) if stats_after is None else stats_after,
     )
+
+
+def _last_daily_day(state: MemberState) -> int | None:
+    return date.fromisoformat(state.last_daily).toordinal() if state.last_daily else None
 
 
 def _enrol(state: MemberState, occurred_at: datetime, member_id: str) -> MemberState:
@@ -256,13 +322,14 @@ def _complete_missions(
     if not program.missions:
         return state, []
     longest_window_s = max(mission.window_days for mission in program.missions) * _DAY_S
-    # Only the sales inside a mission window can count.
+    # Only the sales inside a mission window can count, by their litres net of refunds.
     sales = state.applied.sales_after(occurred_s - longest_window_s)
     sales.append((occurred_s, sale.liters))
     completed = []
     awarded = dict(state.mission_awarded_s)
     for mission in program.missions:
-        if mission_completed(mission, sales, occurred_s, awarded.get(mission.id)):
+        last_award_s = awarded.get(mission.id)
+        if mission_completed(mission, sales, occurred_s, last_award_s, sale.liters):
             awarded[mission.id] = occurred_s
             completed.append(mission.id)
             if mission.bonus_points:
@@ -281,15 +348,27 @@ def _apply_refund(
 ) -> tuple[MemberState, AppliedEvent]:
     original_id = refund.original_transaction_id or ""
     original = state.applied.get(original_id)
-    if original is None or original.refund_of is not None:
+    # A sale is remembered while the member's newest transaction is within the window of
+    # it; the refund itself must be too.
+    window_s = program.refund_window_days * _DAY_S
+    if (
+        original is None
+        or original.refund_of is not None
+        or occurred_s - original.occurred_s > window_s
+    ):
         raise RejectedTransaction(
             UNKNOWN_ORIGINAL_TRANSACTION,
             f"original_transaction_id {original_id!r} is not a sale of member "
-            f"{refund.member_id!r} within the refund window",
+            f"{refund.member_id!r} within the refund window ({program.refund_window_days} "
+            "days after the sale, for the refund and the member's newest transaction)",
         )
     credited = sum(delta for _, delta in original.entries if delta > 0)
-    points, liters = reversal_points(
+    share, liters = reversal_points(
         credited, original.liters, original.refunded_liters, refund.liters
+    )
+    sale_day = day_of(original.occurred_s, program)
+    held_lots, points = lots.take_back(
+        state.lots, sale_day, _reclaimable(state, share, sale_day, program)
     )
     entries = ((REFUND_REVERSAL, -points),) if points else ()
     balance = state.balance - points
@@ -302,7 +381,6 @@ def _apply_refund(
         refund_of=original_id,
     )
     # Tier earning is net of reversals, counted on the day the sale earned them.
-    sale_day = day_of(original.occurred_s, program)
     earned_by_day = dict(state.earned_by_day)
     if sale_day in earned_by_day:
         earned_by_day[sale_day] -= points
@@ -315,18 +393,35 @@ def _apply_refund(
         balance=balance,
         applied=state.applied.with_event(original_id, updated_original),
         earned_by_day=earned_by_day,
-        lots=lots.debit(state.lots, points),
+        lots=held_lots,
         stats=stats.add_points(refunded, -points),
     )
     return new_state, applied
+
+
+def _reclaimable(state: MemberState, share: int, sale_day: int, program: Program) -> int:
+    """What a refund takes back of its ``share``: nothing once the points of the sale's day
+    have expired (they are gone already), and never more than the points available (the
+    balance less the points held for redemptions), so a refund never makes a balance
+    negative."""
+    if state.last_daily is not None:
+        last_expired_day = date.fromisoformat(state.last_daily).toordinal()
+        if sale_day <= last_expired_day - program.expiry_after_days:
+            return 0
+    return max(0, min(share, state.balance - held_points(state)))
 
 
 def apply_member_event(
     state: MemberState, event: MemberEvent, program: Program, processed_ms: int
 ) -> tuple[MemberState, Outcome]:
     """Apply a signup, profile update, newsletter subscription or consent change."""
+    fingerprint = content_fingerprint(event)
     previous = state.member_events.get(event.event_id)
     if previous is not None:
+        if _conflicts(previous, fingerprint):
+            raise RejectedTransaction(
+                EVENT_ID_CONFLICT, _conflict_message("event_id", event.event_id)
+            )
         return state, Outcome(applied=previous, duplicate=True)
 
     occurred_s = int(event.occurred_at.timestamp())
@@ -356,6 +451,7 @@ def apply_member_event(
         )
         details["coupon_issued"] = coupon.code
 
+    locale, consent = _audience(state, program)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
@@ -364,6 +460,9 @@ def apply_member_event(
         entries=(),
         enrolled=enrolled,
         details=details,
+        fingerprint=fingerprint,
+        locale=locale,
+        consent=consent,
     )
     day = day_of(occurred_s, program)
     state = _resegment(state, program, day, event.member_id, details, occurred_s, event.event_id)
@@ -431,7 +530,7 @@ def apply_daily(
     tier = tier_named(state.tier, program.tiers)
     # Credits of later days (a job run late for a past date) count: a job never judges the
     # tier as of a day before the member's latest earning.
-    review_day = max(ordinal, max(state.earned_by_day, default=ordinal))
+    review_day = tier_as_of_day(ordinal, state.earned_by_day, _last_daily_day(state))
     held_tier = tier_for(
         earned_in_window(state.earned_by_day, review_day, program.tier_window_days), program.tiers
     )
@@ -445,6 +544,8 @@ def apply_daily(
     state = _resegment(state, program, ordinal, member_id, details, start_s, _daily_key(day))
     if not entries and not details:
         return state, None
+    details["tier"] = tier_named(state.tier, program.tiers).name  # held after the job
+    locale, consent = _audience(state, program)
     applied = AppliedEvent(
         occurred_s=start_s,
         processed_ms=processed_ms,
@@ -452,6 +553,8 @@ def apply_daily(
         liters=Decimal(0),
         entries=tuple(entries),
         details=details,
+        locale=locale,
+        consent=consent,
     )
     # Older outcomes are pruned like member events (a rerun is refused by last_daily).
     keep_from_s = start_s - program.refund_window_days * _DAY_S
@@ -531,6 +634,8 @@ def apply_referral_outcome(
     day = day_of(occurred_s, program)
     state = _credit(state, day, credited, program, details)
     state = _resegment(state, program, day, outcome.member_id, details, occurred_s, key)
+    details["tier"] = tier_named(state.tier, program.tiers).name  # held after the credit
+    locale, consent = _audience(state, program)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
@@ -538,6 +643,8 @@ def apply_referral_outcome(
         liters=Decimal(0),
         entries=entries,
         details=details,
+        locale=locale,
+        consent=consent,
     )
     new_state = replace(state, member_events=state.member_events.with_event(key, applied))
     return new_state, Outcome(applied=applied, duplicate=False)
@@ -651,6 +758,7 @@ def apply_redemption_step(
         state = replace(state, redemptions=records, balance=balance, lots=held_lots)
     elif record is not None:
         details["unchanged"] = True
+    locale, consent = _audience(state, program)
     applied = AppliedEvent(
         occurred_s=occurred_s,
         processed_ms=processed_ms,
@@ -658,6 +766,8 @@ def apply_redemption_step(
         liters=Decimal(0),
         entries=entries,
         details=details,
+        locale=locale,
+        consent=consent,
     )
     keep_from_s = occurred_s - program.refund_window_days * _DAY_S
     member_events = state.member_events.since(keep_from_s).with_event(key, applied)

@@ -23,6 +23,21 @@ def debit(lots: dict[int, int], points: int) -> dict[int, int]:
     return remaining
 
 
+def take_back(lots: dict[int, int], day: int, points: int) -> tuple[dict[int, int], int]:
+    """Take back up to ``points`` of a credit earned on ``day`` (a refund): from that day's
+    lot first, then from the oldest lots; return what is left and the points taken (at most
+    what the lots hold)."""
+    own = min(points, lots.get(day, 0))
+    remaining = dict(lots)
+    if own:
+        remaining[day] -= own
+        if remaining[day] == 0:
+            del remaining[day]
+    before = sum(remaining.values())
+    remaining = debit(remaining, points - own)
+    return remaining, own + before - sum(remaining.values())
+
+
 def expire(lots: dict[int, int], last_expired_day: int) -> tuple[dict[int, int], int]:
     """Drop the lots earned on or before ``last_expired_day``; return what is left and the
     points that expired."""

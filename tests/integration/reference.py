@@ -28,6 +28,15 @@ day), the ordered ``entered``/``left`` changes with the event that caused them, 
 across topics, so a referral outcome may reach the referrer's partition before or after the
 referrer's own member events of the same day: the test tells the model the order the engine
 processed each member's inputs in (:attr:`Reference.order`).
+
+Refunds, the refund window, staleness and repeated ids follow the program file's
+``[refunds]`` comments and the README ("Duplicates"): a refund reverses its sale only if
+neither it nor the member's newest transaction is more than ``window_days`` x 24 h after the
+sale; a transaction more than that older than the newest one is stale; a refund takes back
+its running share, nothing once its sale's day lot has expired, never more than the balance,
+from the sale's lot first; an id repeated with other content (contract fields, numbers by
+value, ``occurred_at`` as instant and offset) is refused. Refused inputs are recorded with
+their dead-letter reason (:attr:`MemberModel.rejected`).
 """
 
 from __future__ import annotations
@@ -100,6 +109,63 @@ def epoch_s(timestamp: str) -> int:
     if parsed.tzinfo is None:
         raise ValueError(f"naive timestamp {timestamp!r}")
     return int(parsed.timestamp())
+
+
+def offset_s(timestamp: str) -> int:
+    """The UTC offset an ISO-8601 timestamp was written with, in seconds."""
+    parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    offset = parsed.utcoffset()
+    assert offset is not None, timestamp
+    return int(offset.total_seconds())
+
+
+TRANSACTION_DEFAULTS = {"type": "sale", "currency": "EUR", "coupon_codes": []}
+TRANSACTION_FIELDS = (
+    "transaction_id",
+    "member_id",
+    "station_id",
+    "occurred_at",
+    "type",
+    "fuel_type",
+    "liters",
+    "amount",
+    "currency",
+    "original_transaction_id",
+    "coupon_codes",
+)
+MEMBER_EVENT_FIELDS = (
+    "event_id",
+    "member_id",
+    "type",
+    "occurred_at",
+    "birth_date",
+    "locale",
+    "referral_code",
+    "consents",
+    "email",
+    "phone",
+)
+
+
+def content(value: dict[str, Any], names: tuple[str, ...], defaults: Mapping[str, Any]) -> Any:
+    """What makes two inputs with the same id the same (README, "Duplicates"): the contract's
+    fields (unknown extra ones ignored; null as absent, absent as its default), numbers by
+    value, ``occurred_at`` as the instant and the UTC offset it was written with."""
+    out: list[tuple[str, Any]] = []
+    for name in names:
+        field_value = value.get(name)
+        if field_value is None:
+            field_value = defaults.get(name)
+        if name == "occurred_at":
+            field_value = (epoch_s(field_value), offset_s(field_value))
+        elif isinstance(field_value, int | float) and not isinstance(field_value, bool):
+            field_value = Fraction(str(field_value))
+        elif isinstance(field_value, list):
+            field_value = tuple(field_value)
+        elif isinstance(field_value, dict):
+            field_value = tuple(sorted(field_value.items()))
+        out.append((name, field_value))
+    return tuple(out)
 
 
 def _fraction(value: Any) -> Fraction:
@@ -486,6 +552,13 @@ class MemberModel:
     erased: bool = False
     refused: list[str] = field(default_factory=list)
     """Inputs sent after the member's erase: refused (dead-lettered ``member_erased``)."""
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(input id, dead-letter reason) of the inputs the account refused: a refund out of its
+    window, a stale transaction, a repeated id with other content."""
+    contents: dict[str, Any] = field(default_factory=dict)
+    """The content of each applied transaction and member event, by id."""
+    transaction_at: dict[str, int] = field(default_factory=dict)
+    """Event time of each applied transaction (sale or refund), by id."""
     ledger: list[Entry] = field(default_factory=list)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     """By source: transaction id, member event id, ``daily:<date>``, ``referral:<role>:<id>``."""
@@ -554,17 +627,24 @@ class Reference:
         return self.members[member_id]
 
     def earned_in_window(self, member: MemberModel, day: date) -> int:
+        """Points earned in the tier window ending with ``day``, that day included."""
         first = day - timedelta(days=self.rules.tier_window_days - 1)
         return sum(points for d, points in member.earned.items() if first <= d <= day)
+
+    def tier_as_of(self, member: MemberModel, day: date) -> date:
+        """README, ``[tiers]``: the as-of day of an event of ``day`` is the latest of that
+        day, the member's latest day with a credit and the day of their last daily job."""
+        return max(day, max(member.earned, default=day), member.last_daily or day)
 
     def _post(self, member: MemberModel, source: str, reason: str, delta: int) -> None:
         member.balance += delta
         member.ledger.append(Entry(source, reason, delta, member.balance))
 
     def _earn(self, member: MemberModel, day: date, points: int) -> None:
-        """A credit counted for tiers and put into the day's expiry lot."""
-        member.earned[day] = member.earned.get(day, 0) + points
+        """A credit counted for tiers and put into the day's expiry lot (nothing is credited
+        by an event that earns no points: its day is no day with a credit)."""
         if points > 0:
+            member.earned[day] = member.earned.get(day, 0) + points
             member.lots[day] = member.lots.get(day, 0) + points
 
     def _debit_lots(self, member: MemberModel, points: int) -> None:
@@ -578,7 +658,11 @@ class Reference:
                 del member.lots[day]
 
     def _upgrade(self, member: MemberModel, day: date) -> tuple[str, str] | None:
-        reached = self.rules.tier_reached(self.earned_in_window(member, day))
+        """The upgrade a credit of ``day`` makes, judged as of the latest day on record (a
+        late credit is not judged as of its own day)."""
+        reached = self.rules.tier_reached(
+            self.earned_in_window(member, self.tier_as_of(member, day))
+        )
         if reached > member.tier:
             change = (self.rules.tiers[member.tier].name, self.rules.tiers[reached].name)
             member.tier = reached
@@ -689,16 +773,40 @@ class Reference:
         if member.erased:
             member.refused.append(transaction_id)
             return
-        if transaction_id in member.applied_transactions:
+        at_s = epoch_s(value["occurred_at"])
+        window_s = self.rules.refund_window_days * DAY_S
+        newest_s = max(member.transaction_at.values(), default=0)
+        # Transactions are remembered while within the window of the newest one.
+        remembered = {t for t, t_s in member.transaction_at.items() if t_s >= newest_s - window_s}
+        this = content(value, TRANSACTION_FIELDS, TRANSACTION_DEFAULTS)
+        if transaction_id in remembered:
+            if member.contents[transaction_id] != this:
+                self._reject(member, transaction_id, "transaction_id_conflict")
+                return
             member.events.append(f"  duplicate {transaction_id}")
             return
+        if at_s < newest_s - window_s:
+            self._reject(member, transaction_id, "stale_transaction")
+            return
+        if value.get("type", "sale") == "refund":
+            sale = member.sales.get(value["original_transaction_id"])
+            # The window runs from the sale to the later of the refund and the newest
+            # transaction (a sale the newest transaction left out is forgotten).
+            if sale is None or max(at_s, newest_s) - sale.at_s > window_s:
+                self._reject(member, transaction_id, "unknown_original_transaction")
+                return
         member.applied_transactions.add(transaction_id)
+        member.contents[transaction_id] = this
+        member.transaction_at[transaction_id] = at_s
         if value.get("type", "sale") == "refund":
             outcome = self._refund(member, value)
         else:
             outcome = self._sale(member, value)
-        at_s = epoch_s(value["occurred_at"])
         self._resegment(member, self.rules.day(at_s), at_s, transaction_id, transaction_id, outcome)
+
+    def _reject(self, member: MemberModel, ident: str, reason: str) -> None:
+        member.rejected.append((ident, reason))
+        member.events.append(f"  rejected {ident}: {reason}")
 
     def _sale(self, member: MemberModel, value: dict[str, Any]) -> Outcome:
         rules = self.rules
@@ -745,15 +853,33 @@ class Reference:
             fuel=value["fuel_type"],
         )
         member.last_sale_s = max(member.last_sale_s or at_s, at_s)
+        # README, `[[missions]]`: this sale and at least `sales` - 1 other sales, each of at
+        # least `min_liters` litres net of the refunds applied so far (one refunded in full
+        # never counts), in the `window_days` x 24 h ending at this sale (exact time; a sale
+        # dated after it does not count), at least `cooldown_days` x 24 h after the sale
+        # that last completed the mission; sales more than `[refunds] window_days` x 24 h
+        # older than the member's latest transaction are forgotten.
+        earlier = [t_s for t, t_s in member.transaction_at.items() if t != transaction_id]
+        remembered_from = max(earlier, default=0) - rules.refund_window_days * DAY_S
+        this_sale = member.sales[transaction_id]
         for mission in rules.missions:
+
+            def counts(sale: SaleRecord, mission: Mission = mission) -> bool:
+                net = sale.liters_cl - sale.refunded_cl
+                return net > 0 and net >= mission.min_centiliters
+
             last = member.mission_awards.get(mission.id)
             if last is not None and at_s - last < mission.cooldown_days * DAY_S:
+                continue
+            if not counts(this_sale):
                 continue
             start = at_s - mission.window_days * DAY_S
             count = sum(
                 1
                 for sale in member.sales.values()
-                if start < sale.at_s <= at_s and sale.liters_cl >= mission.min_centiliters
+                if start < sale.at_s <= at_s
+                and (sale is this_sale or sale.at_s >= remembered_from)
+                and counts(sale)
             )
             if count >= mission.sales:
                 member.mission_awards[mission.id] = at_s
@@ -798,20 +924,29 @@ class Reference:
     def _refund(self, member: MemberModel, value: dict[str, Any]) -> Outcome:
         transaction_id = value["transaction_id"]
         original_id = value["original_transaction_id"]
-        sale = member.sales.get(original_id)
-        if sale is None:
-            raise AssertionError(f"the scenario refunds an unknown sale {original_id}")
+        sale = member.sales[original_id]
         requested = centiliters(value["liters"])
         refunded = max(0, min(requested, sale.liters_cl - sale.refunded_cl))
         before = sale.credited * sale.refunded_cl // sale.liters_cl
         after = sale.credited * (sale.refunded_cl + refunded) // sale.liters_cl
-        points = after - before
+        # The share, but nothing once the points of the sale's day expired, and never more
+        # than the balance (no redemptions here: nothing held).
+        expired = member.last_daily is not None and sale.day <= member.last_daily - timedelta(
+            days=self.rules.expiry_days
+        )
+        points = 0 if expired else max(0, min(after - before, member.balance))
         sale.refunded_cl += refunded
         key = (sale.day, value["fuel_type"])
         member.refunded_cl[key] = member.refunded_cl.get(key, 0) + refunded
         if points:
             self._post(member, transaction_id, REVERSAL, -points)
-            self._debit_lots(member, points)
+            # From the sale's day lot first, then the oldest lots.
+            own = min(points, member.lots.get(sale.day, 0))
+            if own:
+                member.lots[sale.day] -= own
+                if member.lots[sale.day] == 0:
+                    del member.lots[sale.day]
+            self._debit_lots(member, points - own)
             member.earned[sale.day] = member.earned.get(sale.day, 0) - points
         outcome = Outcome(kind="refund", points=-points, refunded_cl=refunded)
         member.outcomes[transaction_id] = outcome
@@ -832,10 +967,15 @@ class Reference:
         if member.erased:
             member.refused.append(event_id)
             return
+        this = content(value, MEMBER_EVENT_FIELDS, {})
         if event_id in member.applied_events:
+            if member.contents[event_id] != this:
+                self._reject(member, event_id, "event_id_conflict")
+                return
             member.events.append(f"  duplicate {event_id}")
             return
         member.applied_events.add(event_id)
+        member.contents[event_id] = this
         at_s = epoch_s(value["occurred_at"])
         outcome = Outcome(kind=kind)
         note = ""
@@ -973,7 +1113,7 @@ class Reference:
                 member.lots = {d: p for d, p in member.lots.items() if d > last_expired}
                 self._post(member, source, EXPIRY, -expired)
                 outcome.points -= expired
-            held = rules.tier_reached(self.earned_in_window(member, day))
+            held = rules.tier_reached(self.earned_in_window(member, self.tier_as_of(member, day)))
             if held < member.tier:
                 outcome.tier_change = (rules.tiers[member.tier].name, rules.tiers[held].name)
                 member.tier = held

@@ -344,6 +344,27 @@ def cases(settings: Settings) -> list[Case]:
         "wrong_partition",
         partition=wrong,
     )
+    m = member(len(out))
+    price = {"reward_id": "reward-9", "name": {"en": "Wash"}, "cost_points": -5}
+    add(
+        "internal",
+        "catalog record, negative price",
+        "catalog",
+        raw(price),
+        "invalid_value",
+        key=b"reward-9",
+        member=m,
+    )
+    m = member(len(out))
+    add(
+        "internal",
+        "catalog record, not JSON",
+        "catalog",
+        b"\x00",
+        "invalid_value",
+        key=b"reward-8",
+        member=m,
+    )
     return out
 
 

@@ -9,18 +9,25 @@ another member, unknown), missions, silver and gold members, full and partial re
 daily job of every day; and the profiling of issue 5: members drifting into ``at_risk_14d``
 and ``lapsed_30d`` (win-back coupons, presented in time and too late), morning buyers,
 heavy users and diesel drivers entering and leaving their segments, with sales, refunds,
-member events and the daily job.
+member events and the daily job; and the contract cases of issue 19: refunds out of the
+refund window (101 days after the sale; one second past 90 x 24 h across the clock change;
+a late refund of a sale a newer sale left out of the window), stale back-dated sales (daily
+jobs not counting), a transaction_id and an event_id repeated with other content
+(dead-lettered) and repeated as they were after the member changed locale and consent.
 
 Kafka orders nothing across topics, so each day is sent in three steps, each waiting for the
 previous one's outputs: the day's member events (and the referral outcomes they cause),
 then the day's transactions, then the day's daily job (waiting on the worker's metric of
 processed daily commands). Every balance, ledger, tier, coupon (all sources), reward
-outcome, segment change (``loyalty.segments``) and win_back notification is then compared
-with ``tests/integration/reference.py``, an independent model of the programme.
+outcome, segment change (``loyalty.segments``), win_back notification and dead letter of a
+refused input is then compared with ``tests/integration/reference.py``, an independent
+model of the programme; and every record emitted again under the same id must be byte for
+byte the one first emitted.
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 import time
@@ -99,6 +106,12 @@ class Item:
     """Fuel of a sale (else one by sequence); a refund carries its sale's fuel."""
     late: bool = False
     """Sent on ``day`` but dated earlier (``at_s``): a back-dated sale."""
+    repeat_of: Item | None = None
+    """Sent again with the id and content of this earlier item, with ``changes``."""
+    changes: dict[str, Any] = field(default_factory=dict)
+    expect: str | None = None
+    """The dead-letter reason this input is planned to get (the test waits for it; the
+    reference model decides on its own)."""
 
     @property
     def phase(self) -> str:
@@ -591,8 +604,154 @@ def build_scenario(seed: int = SEED) -> Scenario:
         day = rng.randrange(signup_day[member], DAYS)
         p.add(member, "profile_updated", day, profile={"locale": "en", "phone": "+34600000000"})
 
+    _plan_mission_and_tier_rules(p)
     assign_times(p.items, rng)
+    add_contract_cases(p, seed)
     return Scenario(p.items, p.notes)
+
+
+def _plan_mission_and_tier_rules(p: Planner) -> None:
+    """Five members, one rule of issue 19 each (README, `[[missions]]` and `[tiers]`); their
+    sales are all fixed in time, and the random draws they make are given back, so the
+    rest of the scenario is the same with them or without."""
+    drawn = p.rng.getstate()
+    # mr1: a sale refunded in full no longer counts: days 3, 4 (day 3 refunded), 5: no
+    # mission; day 6 completes it (4, 5, 6).
+    first = p.fixed_sale("mr1", local_instant(3, 12), 1000)
+    p.fixed_sale("mr1", local_instant(4, 12), 1000)
+    p.add("mr1", "refund", 4, at_s=local_instant(4, 15), fixed=True, original=first, liters_cl=1000)
+    p.fixed_sale("mr1", local_instant(5, 12), 1000)
+    p.fixed_sale("mr1", local_instant(6, 12), 1000)
+    p.notes["mr1"] = "mission: a sale refunded in full does not count"
+    # mr2: completed at A (day 5, 12:00); three sales in 7 days inside the cooldown, the
+    # last one second before A + 30 x 24 h; the one at exactly A + 30 x 24 h completes it.
+    award = local_instant(5, 12)
+    for at_s in (award - 2 * 86_400, award - 86_400, award):
+        p.fixed_sale("mr2", at_s, 1000)
+    for at_s in (award + 28 * 86_400, award + 29 * 86_400, award + 30 * 86_400 - 1):
+        p.fixed_sale("mr2", at_s, 1000)
+    p.fixed_sale("mr2", award + 30 * 86_400, 1000)
+    p.notes["mr2"] = "mission cooldown: one second before 30 x 24 h no, exactly then yes"
+    # mr3: sales of days 20 and 21, then one dated day 19 sent on day 22: its window ends at
+    # it, so the later two do not count; a sale on day 23 completes the mission (19-23).
+    p.fixed_sale("mr3", local_instant(20, 12), 1000)
+    p.fixed_sale("mr3", local_instant(21, 12), 1000)
+    p.sale("mr3", 22, 1000, at_s=local_instant(19, 12), fixed=True, late=True)
+    p.fixed_sale("mr3", local_instant(23, 12), 1000)
+    p.notes["mr3"] = "mission: a late sale does not count the sales dated after it"
+    # mr4: 600 earned on day 30 (250 L and the welcome bonus); a sale dated day 29 (225 L,
+    # 450) sent on day 31 crosses 1,000 in the window ending on day 30, the latest day on
+    # record: silver on the late sale (as of day 29 it would count 450 alone); a fill on
+    # day 33 earns at silver and completes the mission (29, 30, 33).
+    p.fixed_sale("mr4", local_instant(30, 12), 25000)
+    p.sale("mr4", 31, 22500, at_s=local_instant(29, 12), fixed=True, late=True)
+    p.fixed_sale("mr4", local_instant(33, 12), 2000)
+    p.notes["mr4"] = "tier: a late credit is judged as of the latest day on record"
+    # mr5: silver on day 10 (450 L and the welcome bonus: 1,000); a 20 L sale dated day 8
+    # sent on day 12 earns at silver (x1.25 with the volume x2: 50).
+    p.fixed_sale("mr5", local_instant(10, 12), 45000)
+    p.sale("mr5", 12, 2000, at_s=local_instant(8, 12), fixed=True, late=True)
+    p.notes["mr5"] = "tier: a late sale earns at the tier held when it is applied"
+    for member in ("mr1", "mr2", "mr3", "mr4", "mr5"):
+        p.enrol_day[member] = min(item.day for item in p.items if item.member == member)
+    p.rng.setstate(drawn)
+
+
+def add_contract_cases(p: Planner, seed: int) -> None:
+    """Members for the refund window, staleness and repeated ids (issue 19), with fixed
+    event times and a random source of their own, so the scenario above is unchanged."""
+    p.rng = random.Random(seed + 19)
+
+    def dated(text: str) -> int:
+        return int(datetime.fromisoformat(text).timestamp())
+
+    def late_sale(member: str, day: int, at_s: int, liters_cl: int, **fields: Any) -> Item:
+        return p.sale(member, day, liters_cl, at_s=at_s, fixed=True, late=True, **fields)
+
+    def refund(
+        member: str,
+        original: Item,
+        at_s: int,
+        liters_cl: int,
+        sent_on: int | None = None,
+        expect: str | None = None,
+    ) -> Item:
+        """A refund dated ``at_s``, sent that day or, back-dated, on day ``sent_on``."""
+        return p.add(
+            member,
+            "refund",
+            day_index(at_s) if sent_on is None else sent_on,
+            at_s=at_s,
+            fixed=True,
+            late=sent_on is not None,
+            original=original,
+            liters_cl=liters_cl,
+            expect=expect,
+        )
+
+    def repeat(original: Item, day: int, **changes: Any) -> Item:
+        """``original`` sent again on ``day``, with ``changes`` to its content."""
+        item = p.add(
+            original.member,
+            original.kind,
+            day,
+            at_s=original.at_s,
+            fixed=True,
+            late=True,
+            repeat_of=original,
+            changes=changes,
+        )
+        item.ident = original.ident
+        if changes:
+            conflict = "event_id_conflict" if item.phase == "member" else "transaction_id_conflict"
+            item.expect = conflict
+        return item
+
+    r1, r2, r3, r4, c1, c2 = "r1", "r2", "r3", "r4", "c1", "c2"
+    # r1 (issue 19, defect 1): a 20 L sale of 2025-12-20 refunded on 2026-03-31, 101 days
+    # later: out of the window, the balance keeps its 140 points.
+    s1 = late_sale(r1, 0, dated("2025-12-20T12:00:00+01:00"), 2000)
+    refund(r1, s1, dated("2026-03-31T12:00:00+02:00"), 2000, None, "unknown_original_transaction")
+    p.notes[r1] = "refund 101 days after its sale: dead-lettered unknown_original_transaction"
+    # r2: the window is exact time: 90 x 24 h after 10:00 +01:00 on 2025-12-30 is 11:00 +02:00
+    # on 2026-03-30 (summer time began on 03-29): a refund then is applied, one a second
+    # later refused (calendar days would take the whole 30th).
+    s2 = late_sale(r2, 0, dated("2025-12-30T10:00:00+01:00"), 2000)
+    refund(r2, s2, dated("2026-03-30T11:00:00+02:00"), 1000)
+    refund(r2, s2, dated("2026-03-30T11:00:01+02:00"), 500, None, "unknown_original_transaction")
+    p.notes[r2] = "refunds at 90 x 24 h after the sale (applied) and one second later (refused)"
+    # r3: a late refund dated 81 days after its sale, sent after a sale 102 days after it:
+    # the newest transaction left the sale out of the window.
+    s3 = late_sale(r3, 0, dated("2025-12-01T12:00:00+01:00"), 3000)
+    p.fixed_sale(r3, local_instant(10, 12), 1000)
+    p.fixed_sale(r3, local_instant(40, 12), 1000)
+    refund(r3, s3, dated("2026-02-20T12:00:00+01:00"), 3000, 45, "unknown_original_transaction")
+    p.notes[r3] = "a late refund of a sale forgotten since a newer sale: refused"
+    # r4: staleness counts transactions only: on day 59, 58 daily jobs after its only sale,
+    # a sale dated 88 days before that sale is applied, one dated 90 days and a second
+    # before it is stale.
+    first = p.fixed_sale(r4, local_instant(0, 12), 1000)
+    late_sale(r4, 59, first.at_s - 88 * 86_400, 1500)
+    late_sale(r4, 59, first.at_s - 90 * 86_400 - 1, 1500, expect="stale_transaction")
+    p.notes[r4] = "late sales 88 days (applied) and 90 days + 1 s (stale) before the newest"
+    # c1 (defect 2): sale of 20 L, the same transaction_id with 25 L the next day, and an
+    # identical repeat after it.
+    sale = p.fixed_sale(c1, local_instant(5, 12), 2000)
+    repeat(sale, 6, liters=25.0)
+    repeat(sale, 7)
+    p.notes[c1] = "a transaction_id repeated with other litres: transaction_id_conflict"
+    # c2: signed up in es with consent; a sale; then the locale and consent change; the
+    # sale and the signup sent again as they were (re-emitted byte for byte) and the signup
+    # with another locale (event_id_conflict).
+    profile: dict[str, Any] = {"locale": "es", "consents": {"marketing": True}}
+    signup = p.add(c2, "signup", 2, at_s=local_instant(2, 8), fixed=True, profile=profile)
+    bought = p.fixed_sale(c2, local_instant(3, 12), 2000)
+    profile = {"locale": "it", "consents": {"marketing": False}}
+    p.add(c2, "profile_updated", 4, at_s=local_instant(4, 8), fixed=True, profile=profile)
+    repeat(bought, 5)
+    repeat(signup, 5)
+    repeat(signup, 6, locale="pl")
+    p.notes[c2] = "sale and signup repeated after a locale change: identical records"
 
 
 def assign_times(items: list[Item], rng: random.Random) -> None:
@@ -672,12 +831,26 @@ class Outputs:
         self.tier_notices: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
         """Member -> (previous tier, tier) of their ``tier_changed`` notifications."""
         self.records = 0
+        self.first_bytes: dict[tuple[str, str], bytes] = {}
+        """(topic, record id) -> the record as first emitted."""
+        self.changed: list[str] = []
+        """Records emitted again under the same id with other bytes (README: a replay
+        re-emits byte-identical records)."""
+
+    def _check_repeat(self, topic: str, record_id: str, raw: bytes) -> None:
+        first = self.first_bytes.setdefault((topic, record_id), raw)
+        if first != raw:
+            self.changed.append(f"{topic} {record_id}: first {first!r}, again {raw!r}")
 
     def poll(self, timeout_ms: int = 200) -> None:
         for batch in self.consumer.poll(timeout_ms=timeout_ms).values():
             for record in batch:
                 self.records += 1
                 value = orjson.loads(record.value)
+                for id_field in ("entry_id", "reward_id", "notification_id", "segment_event_id"):
+                    if id_field in value:
+                        self._check_repeat(record.topic, value[id_field], record.value)
+                        break
                 if record.topic == self.topics.ledger:
                     self.ledger[value["member_id"]].setdefault(value["entry_id"], value)
                 elif record.topic == self.topics.rewards:
@@ -819,7 +992,8 @@ class Runner:
         self.referral_live: bool | None = None
         self.problems: list[str] = []
         self.dailies = 0
-        self.refused_expected = 0
+        self.letters_expected: Counter[str] = Counter()
+        """Dead letters expected so far, by reason."""
         self.erased: set[str] = set()
 
     def code_of(self, kind: str, member: str) -> str | None:
@@ -836,6 +1010,8 @@ class Runner:
         return code
 
     def value(self, item: Item) -> dict[str, Any]:
+        if item.repeat_of is not None:
+            return {**self.value(item.repeat_of), **item.changes}
         if item.ident in self.sent:
             return self.sent[item.ident]
         when = stamp(item.at_s, item.style)
@@ -901,32 +1077,44 @@ class Runner:
         self.producer.flush()
         return values
 
-    def wait_rewards(self, values: list[dict[str, Any]], refused: int, what: str) -> None:
-        """Wait for the reward event of every input, and the dead letter of every input
-        sent for an erased member; fail at once on any other dead letter."""
+    def wait_rewards(
+        self,
+        values: list[dict[str, Any]],
+        refused: int,
+        what: str,
+        planned: list[str | None],
+    ) -> None:
+        """Wait for the reward event of every input, the dead letter of every input sent
+        for an erased member and of every input ``planned`` to get one (the reason, by
+        input; None for none: such an input has no reward event of its own); fail at once
+        on any other dead letter."""
         expected = set()
-        for value in values:
-            if value["member_id"] in self.erased:
-                continue
-            ident = value.get("transaction_id") or value["event_id"]
-            expected.add((value["member_id"], value.get("type", "sale"), ident))
-        self.refused_expected += refused
+        for value, reason in zip(values, planned, strict=True):
+            if reason is not None:
+                self.letters_expected[reason] += 1
+            elif value["member_id"] not in self.erased:
+                ident = value.get("transaction_id") or value["event_id"]
+                expected.add((value["member_id"], value.get("type", "sale"), ident))
+        self.letters_expected["member_erased"] += refused
 
         def unexpected() -> list[dict[str, Any]]:
-            letters = self.outputs.deadletters
-            other = [d for d in letters if d.get("reason") != "member_erased"]
-            return other or letters[self.refused_expected :]
+            seen: Counter[str] = Counter()
+            extra = []
+            for letter in self.outputs.deadletters:
+                reason = letter.get("reason") or ""
+                seen[reason] += 1
+                if seen[reason] > self.letters_expected[reason]:
+                    extra.append(letter)
+            return extra
 
-        def refused_seen() -> int:
-            return sum(1 for d in self.outputs.deadletters if d.get("reason") == "member_erased")
+        def missing_letters() -> Counter[str]:
+            seen = Counter(d.get("reason") or "" for d in self.outputs.deadletters)
+            return self.letters_expected - seen
 
         ok = self.outputs.wait(
             lambda: (
                 bool(unexpected())
-                or (
-                    expected <= self.outputs.by_source.keys()
-                    and refused_seen() >= self.refused_expected
-                )
+                or (expected <= self.outputs.by_source.keys() and not missing_letters())
             ),
             WAIT_S,
             what,
@@ -937,7 +1125,7 @@ class Runner:
             missing = sorted(expected - self.outputs.by_source.keys())
             raise AssertionError(
                 f"timed out waiting for {what}: missing {missing[:10]}; "
-                f"{refused_seen()}/{self.refused_expected} member_erased dead letters"
+                f"dead letters not seen {dict(missing_letters())}"
             )
 
     def wait_referrals(self, signups: list[tuple[dict[str, Any], Item]]) -> None:
@@ -989,7 +1177,8 @@ class Runner:
                     1 for i in batch if i.member in erase_day and erase_day[i.member] < day
                 )
                 values = self.send(phase, batch)
-                self.wait_rewards(values, refused, f"the {phase} events of day {day}")
+                planned = [item.expect for item in batch]
+                self.wait_rewards(values, refused, f"the {phase} events of day {day}", planned)
                 for item in batch:
                     if item.kind == "erase":
                         self.erased.add(item.member)
@@ -1133,6 +1322,26 @@ def table_coupons(coupons: Any) -> dict[tuple[str, int], tuple[Any, ...]]:
     }
 
 
+ACCOUNT_REASONS = {
+    "unknown_original_transaction",
+    "stale_transaction",
+    "transaction_id_conflict",
+    "event_id_conflict",
+}
+"""Dead-letter reasons of well-formed inputs the member's account refuses."""
+
+
+def engine_rejections(outputs: Outputs) -> dict[str, Counter[tuple[str, str]]]:
+    """Member -> (input id, reason) of the engine's dead letters of ``ACCOUNT_REASONS``."""
+    rejected: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    for letter in outputs.deadletters:
+        if letter.get("reason") in ACCOUNT_REASONS:
+            value = orjson.loads(base64.b64decode(letter["value_b64"]))
+            ident = value.get("transaction_id") or value.get("event_id")
+            rejected[value["member_id"]][(ident, letter["reason"])] += 1
+    return rejected
+
+
 def compare(
     reference: Reference, outputs: Outputs, table: dict[str, bytes | None]
 ) -> dict[str, list[str]]:
@@ -1142,8 +1351,10 @@ def compare(
     engine_rewards: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for reward in outputs.rewards.values():
         engine_rewards[reward["member_id"]][reward_source(reward)] = reward
+    rejections = engine_rejections(outputs)
     members = (
         set(reference.members)
+        | set(rejections)
         | set(outputs.ledger)
         | set(table)
         | set(engine_rewards)
@@ -1154,6 +1365,11 @@ def compare(
         if model is None:
             diffs[member_id].append("the engine has outputs for a member the model never saw")
             continue
+        if rejections.get(member_id, Counter()) != Counter(model.rejected):
+            diffs[member_id].append(
+                f"dead letters: engine {dict(rejections.get(member_id, {}))}, "
+                f"model {model.rejected}"
+            )
         entries = list(outputs.ledger.get(member_id, {}).values())
         got = Counter((e["reason"], e["delta"]) for e in entries)
         want = model.ledger_multiset()
@@ -1280,6 +1496,8 @@ def summary(scenario: Scenario, reference: Reference, runner: Runner) -> dict[st
     counts["daily jobs"] = sent["daily"]
     for member in reference.members.values():
         counts["refused after erase"] += len(member.refused)
+        for _, reason in member.rejected:
+            counts[f"dead-lettered {reason}"] += 1
         counts["erased"] += member.erased
         for outcome in member.outcomes.values():
             if outcome.kind == "sale":
@@ -1370,6 +1588,8 @@ def test_sixty_days_for_500_members_match_an_independent_reference(
         print(f"  designed {member}: {note}")
     if runner.problems:
         print("problems while sending:\n  " + "\n  ".join(runner.problems[:20]))
+    if outputs.changed:
+        print("records re-emitted with other bytes:\n  " + "\n  ".join(outputs.changed[:5]))
     if diffs:
         only_referral = sorted(set(diffs) - set(without_referrals))
         print(
@@ -1380,4 +1600,43 @@ def test_sixty_days_for_500_members_match_an_independent_reference(
         for member in others[:6]:
             print(describe(member, reference, outputs, diffs[member]))
     assert not diffs, f"{len(diffs)} members differ from the reference model (see output)"
+    assert not outputs.changed, f"records re-emitted with other bytes: {outputs.changed[:3]}"
     assert not runner.problems
+    assert rule_outcomes(outputs) == EXPECTED_RULE_OUTCOMES
+
+
+MISSION = ["three_fills_7d"]
+EXPECTED_RULE_OUTCOMES = {
+    # (missions, tier used, tier change) of each sale, in the order planned.
+    "mr1": [(None, "bronze", None)] * 3 + [(MISSION, "bronze", None)],
+    "mr2": [(None, "bronze", None)] * 2
+    + [(MISSION, "bronze", None)]
+    + [(None, "bronze", None)] * 3
+    + [(MISSION, "bronze", None)],
+    "mr3": [(None, "bronze", None)] * 3 + [(MISSION, "bronze", None)],
+    "mr4": [
+        (None, "bronze", None),
+        (None, "bronze", ("bronze", "silver")),
+        (MISSION, "silver", None),  # days 29, 30 and 33: the late sale counts for a later one
+    ],
+    "mr5": [(None, "bronze", ("bronze", "silver")), (None, "silver", None)],
+}
+"""The rules of issue 19 on the engine's own reward events (the model agrees with them)."""
+
+
+def rule_outcomes(outputs: Outputs) -> dict[str, list[tuple[Any, ...]]]:
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for member, kinds in EXPECTED_RULE_OUTCOMES.items():
+        rows = []
+        for index in range(1, len(kinds) + 1):
+            reward = outputs.by_source.get((member, "sale", f"pos-{member}-{index:03d}"), {})
+            change = reward.get("tier_change")
+            rows.append(
+                (
+                    reward.get("missions"),
+                    reward.get("tier"),
+                    (change["from"], change["to"]) if change else None,
+                )
+            )
+        found[member] = rows
+    return found

@@ -748,6 +748,9 @@ def test_the_catalog_feed_skips_a_record_it_cannot_apply() -> None:
     feed = CatalogFeed(SETTINGS, view)
     tp = TopicPartition(TOPICS.catalog, 0)
     records = [SimpleNamespace(offset=n, key=b"k", value=b"v") for n in range(3)]
-    feed._apply(tp, records)
+    refused = feed._apply(tp, records)
     assert feed._next_offset[tp] == 3
     assert view.skipped == 3
+    # Catalog records the view refuses are handed back, to be dead-lettered.
+    assert [record.offset for record, _ in refused] == [0, 1, 2]
+    assert all("RecursionError" in why for _, why in refused)

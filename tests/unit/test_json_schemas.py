@@ -18,6 +18,8 @@ import dataclasses
 import inspect
 import json
 import random
+import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -32,6 +34,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 import agents.batching
 import schemas.outputs
 import streams.partitioning
+import streams.profile
 import streams.redemptions
 import streams.rewards
 import tables.accounts
@@ -76,7 +79,7 @@ from schemas.outputs import (
     REFUND_REVERSAL,
     WELCOME_BONUS,
 )
-from schemas.state import MemberState
+from schemas.state import MemberState, decode_state
 from streams import codes
 from streams import redemptions as saga
 from streams.partitioning import WRONG_PARTITION
@@ -115,6 +118,8 @@ from tables.accounts import (
     apply_referral_outcome,
     apply_transaction,
 )
+from tests.unit.test_boundary import PARTITIONS, TOPICS, account_processor, on_owner
+from tests.unit.test_boundary import run as run_batch
 from tests.unit.test_redemptions import Bus, Catalog, Reward
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -430,6 +435,9 @@ INVALID_TRANSACTIONS: dict[str, Invalid] = {
     "leap second": bad_time("2026-12-31T23:59:60Z", "invalid_timestamp"),
     "lower-case t and z": bad_time("2026-01-05t08:07:31z", "invalid_timestamp"),
     "offset of 24 hours": bad_time("2026-01-05T08:07:31+24:00", "invalid_timestamp"),
+    # Outputs carry the offset sent; one of seconds would leave their pattern (issue 19).
+    "offset with seconds": bad_time("2026-01-05T09:07:31+01:00:30", "invalid_timestamp"),
+    "offset with a fraction": bad_time("2026-01-05T09:07:31+01:00:00.5", "invalid_timestamp"),
     "before 2000": bad_time("1999-12-31T23:59:59Z", "out_of_range"),
     "2000 locally, 1999 in UTC": bad_time("2000-01-01T00:30:00+01:00", "out_of_range"),
     "year 1 with a negative offset": bad_time("0001-01-01T00:00:00-05:00", "out_of_range"),
@@ -592,7 +600,6 @@ LENIENT_IN_DECODER: dict[str, dict[str, Any]] = {
     "ISO basic format": sale(occurred_at="20260105T080731Z"),
     "offset without colon": sale(occurred_at="2026-01-05T09:07:31+0100"),
     "offset hours only": sale(occurred_at="2026-01-05T09:07:31+01"),
-    "offset with seconds": sale(occurred_at="2026-01-05T09:07:31+01:00:30"),
     "no seconds": sale(occurred_at="2026-01-05T09:07+01:00"),
     "hour only": sale(occurred_at="2026-01-05T09+01:00"),
     "comma decimal": sale(occurred_at="2026-01-05T08:07:31,5Z"),
@@ -2173,7 +2180,7 @@ def test_every_dead_letter_reason_the_engine_produces_is_documented():
     placement_reasons = _reasons_raised(streams.partitioning, "InvalidEvent")
     storage_reasons = _reasons_raised(agents.batching, "Unstorable")
     # the scan found them
-    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 4, 3)
+    assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 6, 3)
     assert placement_reasons == {WRONG_PARTITION}
     assert storage_reasons == {STATE_TOO_LARGE, OUTPUT_TOO_LARGE}
     reasons = (
@@ -2354,3 +2361,374 @@ def test_decoded_numbers_keep_the_json_digits():
     """The schema tells integrators to send numbers; the decoder keeps their exact digits."""
     decoded = decode_transaction(orjson.dumps(sale(liters=20.1, amount=0.3)), MAX_BYTES)
     assert decoded.liters == Decimal("20.1") and decoded.amount == Decimal("0.3")
+
+
+# --- 7. Output timestamps: the instant sent, with the offset sent (issue 19) -------------
+
+OUTPUT_TIMESTAMP_RULE = (
+    "written `YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM` with the offset sent (`Z` and `-00:00` "
+    "are written `+00:00`, `+01:00` stays `+01:00`; fractional seconds are cut to "
+    "microseconds and written with six digits, or left out when they are zero"
+)
+"""The rule as the documents state it (each output schema's ``occurred_at``, both READMEs)."""
+OUTPUT_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?[+-]\d\d:\d\d$")
+SENT_AND_WRITTEN = {
+    "2026-01-05T08:07:31Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T08:07:31-00:00": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T09:07:31+01:00": "2026-01-05T09:07:31+01:00",
+    "2026-01-05T04:37:31-03:30": "2026-01-05T04:37:31-03:30",
+    "2026-01-05T09:07:31.25+01:00": "2026-01-05T09:07:31.250000+01:00",
+    "2026-01-05T08:07:31.000Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T08:07:31.123456789Z": "2026-01-05T08:07:31.123456+00:00",
+    "2026-01-05T08:07:31.9999999Z": "2026-01-05T08:07:31.999999+00:00",
+    # Spellings only the engine reads (LENIENT_IN_DECODER) come out the same way.
+    "2026-01-05 08:07:31Z": "2026-01-05T08:07:31+00:00",
+    "2026-01-05T09:07:31+0100": "2026-01-05T09:07:31+01:00",
+    "2026-01-05T09:07:31+01": "2026-01-05T09:07:31+01:00",
+}
+
+
+def _occurred_ats(rendered: dict[str, Any]) -> list[str]:
+    records = [*rendered["ledger"], rendered["reward"], *rendered["notifications"]]
+    return [record["occurred_at"] for record in records + rendered["segments"]]
+
+
+@pytest.mark.parametrize("sent, written", SENT_AND_WRITTEN.items())
+def test_outputs_carry_the_instant_sent_written_with_the_offset_sent(sent, written):
+    """A signup and a first sale sent with ``sent``: every output of both (ledger, reward,
+    notifications, segment changes) carries ``written``, valid against its schema."""
+    signup = decode_member_event(orjson.dumps(member_event(occurred_at=sent)), MAX_BYTES)
+    state, outcome = apply_member_event(MemberState(), signup, PROGRAM, 1_767_600_452_118)
+    rendered = [_validated(render_member_event(signup, outcome.applied, state, PROGRAM))]
+    transaction = decode_transaction(orjson.dumps(sale(occurred_at=sent)), MAX_BYTES)
+    state, outcome = apply_transaction(state, transaction, PROGRAM, 1_767_600_452_119)
+    rendered.append(_validated(render_transaction(transaction, outcome.applied, state, PROGRAM)))
+    stamps = [stamp for outputs in rendered for stamp in _occurred_ats(outputs)]
+    assert len(stamps) >= 6 and rendered[1]["segments"]  # ledger, reward, notices, segments
+    assert set(stamps) == {written}
+    assert OUTPUT_TIMESTAMP.match(written)
+    assert datetime.fromisoformat(written) == datetime.fromisoformat(sent.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("offset", ["+01:00:30", "-00:00:01", "+01:00:00.5"])
+def test_an_offset_of_seconds_is_refused_so_no_output_leaves_the_pattern(offset):
+    for payload, decoder in (
+        (sale(occurred_at=f"2026-01-05T09:07:31{offset}"), decode_transaction),
+        (member_event(occurred_at=f"2026-01-05T09:07:31{offset}"), decode_member_event),
+    ):
+        with pytest.raises(InvalidEvent) as raised:
+            decoder(orjson.dumps(payload), MAX_BYTES)
+        assert raised.value.reason == "invalid_timestamp"
+
+
+@pytest.mark.parametrize("name", ["ledger_entry", "reward_event", "notification", "segment_event"])
+def test_every_output_occurred_at_states_how_it_is_written(name):
+    description = load_schema(name)["properties"]["occurred_at"]["description"]
+    assert OUTPUT_TIMESTAMP_RULE in description
+    assert "`YYYY-MM-DDTHH:MM:SS.mmm+00:00`" in description  # the daily job's
+    for untrue in ("as its producer sent it", "offset is kept", "not normalised"):
+        assert untrue not in description
+
+
+def test_both_readmes_state_how_output_timestamps_are_written():
+    for path in (ROOT / "README.md", SCHEMA_DIR / "README.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert OUTPUT_TIMESTAMP_RULE in text, path
+        assert "keeps the offset the producer sent" not in text, path
+
+
+# --- 8. The input schemas' descriptions say what the engine does with each field --------
+# Issue 19: member_event.schema.json said `referral_code` was not used by the program rules
+# and that an erase "changes nothing else today", long after both had effects. The checks
+# below derive what the engine does from the engine itself, driving the account processor
+# with plain messages (no broker): each field of an input is set to two values, and what
+# comes out (every record sent, the stored state, and probes after it: the profile view, a
+# later sale, a daily job on the birthday) tells whether the engine acts on it, only stores
+# it, or does nothing with it; each member event type is applied to a fresh and a known
+# member and its effects observed. The descriptions must agree.
+
+NOT_USED = ("not used", "unused", "informational", "has no effect", "no effect")
+"""Phrases saying the engine does nothing with a field."""
+NOT_READ = ("no program rule", "not read", "no rule")
+"""Phrases saying no rule reads a field (true of a field that is only stored)."""
+PROBE_DAY = date(2026, 5, 4)
+"""The day after the event: a daily job runs on it, and the base birth date falls on it."""
+
+
+def _clock(day: date, hour: int) -> str:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=ZONE).isoformat()
+
+
+EVENT_AT = _clock(PROBE_DAY - timedelta(days=1), 11)
+MEMBER_VARIANTS: dict[str, tuple[Any, Any]] = {
+    "locale": ("es", "it"),
+    "birth_date": (f"1990-{PROBE_DAY:%m-%d}", "1990-01-01"),
+    "consents": ({"marketing": True}, {"marketing": False}),
+    "email": ("a@example.com", "b@example.com"),
+    "phone": ("+34600000001", "+34600000002"),
+    "referral_code": ("6FV109NX", "ZZZZZZZZ"),
+}
+"""Two values of each member event field that is neither an identity nor the event time."""
+TRANSACTION_VARIANTS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "sale": {
+        "station_id": ("ST-1", "ST-2"),
+        "fuel_type": ("diesel", "lpg"),
+        "liters": (20, 30),
+        "amount": (30, 45),
+        "currency": ("EUR", "USD"),
+        "coupon_codes": (None, ["NEWSLETTER"]),
+        "original_transaction_id": (None, "t-1"),
+    },
+    "refund": {
+        "station_id": ("ST-1", "ST-2"),
+        "fuel_type": ("diesel", "lpg"),
+        "liters": (5, 10),
+        "amount": (8, 16),
+        "currency": ("EUR", "USD"),
+        "coupon_codes": (None, ["NEWSLETTER"]),
+        "original_transaction_id": ("t-1", "t-9"),
+    },
+}
+IDENTITY_AND_TIME = {"transaction_id", "member_id", "event_id", "type", "occurred_at"}
+"""Fields the engine reads by definition (keys, idempotency, event time)."""
+PROFILE_FIELDS = {"locale", "birth_date", "consents", "email", "phone"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    records: tuple[tuple[str, bytes], ...]
+    """Every record the event's batch sent (outputs, dead letters, forwards)."""
+    state: bytes | None
+    """The member's stored value after it."""
+    later: bytes
+    """What probes after it show: the profile view, a later sale, the next daily job."""
+
+
+def _drive(values: list[tuple[str, dict[str, Any]]]) -> Observed:
+    """``values`` on their topics, one batch each, through the account processor; what the
+    last one did."""
+    processor = account_processor()
+    key = MEMBER.encode()
+    for offset, (topic, value) in enumerate(values):
+        coupon = codes.coupon_code(MEMBER, "n-1")
+        if value.get("coupon_codes"):
+            value = {**value, "coupon_codes": [coupon]}
+        batch = run_batch(processor, on_owner(topic, key, orjson.dumps(value), offset))
+    db = processor.tables[processor.members].data._db_for_partition(
+        streams.partitioning.owner_partition(key, PARTITIONS)
+    )
+    value = db.get(key)
+    state = decode_state(value)
+    probes: list[Any] = [streams.profile.member_profile(MEMBER, state, PROGRAM, 1_777_900_000_000)]
+    later = decode_transaction(orjson.dumps(sale(occurred_at=_clock(PROBE_DAY, 18))), MAX_BYTES)
+    after, outcome = apply_transaction(state, later, PROGRAM, 1)
+    probes.append(render_transaction(later, outcome.applied, after, PROGRAM))
+    daily_state, daily = apply_daily(state, PROBE_DAY, PROGRAM, 1, MEMBER)
+    if daily is not None:
+        probes.append(render_daily(MEMBER, PROBE_DAY, daily.applied, daily_state, PROGRAM))
+    records = tuple(_comparable(record[0], record[2]) for record in batch.unordered + batch.outputs)
+    return Observed(records, value, orjson.dumps(probes, default=_plain))
+
+
+def _comparable(topic: str, value: bytes) -> tuple[str, bytes]:
+    """A record as sent; a dead letter by its reason only (it carries the input's bytes)."""
+    if topic == TOPICS.deadletter:
+        return topic, orjson.loads(value)["reason"].encode()
+    return topic, value
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)  # type: ignore[arg-type]
+    raise TypeError(type(value))
+
+
+def _base_member_event(kind: str) -> dict[str, Any]:
+    first = {name: values[0] for name, values in MEMBER_VARIANTS.items()}
+    return member_event(event_id="e-1", type=kind, occurred_at=EVENT_AT, **first)
+
+
+def _known_member() -> list[tuple[str, dict[str, Any]]]:
+    """A member enrolled by a signup without a code, holding a newsletter coupon and a sale."""
+    first_day, second_day = date(2026, 4, 20), date(2026, 4, 21)
+    newsletter = {"event_id": "n-1", "type": "newsletter_subscribed"}
+    return [
+        ("loyalty.members", member_event(event_id="s-0", occurred_at=_clock(first_day, 9))),
+        ("loyalty.members", member_event(**newsletter, occurred_at=_clock(first_day, 10))),
+        (
+            "loyalty.transactions",
+            sale(transaction_id="t-1", liters=20, occurred_at=_clock(second_day, 12)),
+        ),
+    ]
+
+
+def _classify(observe: Any, first: Any, second: Any) -> str:
+    """``acts`` (what comes out or shows later differs), ``stored`` (only the stored value
+    differs) or ``unused``."""
+    a, b = observe(first), observe(second)
+    if a.records != b.records or a.later != b.later:
+        return "acts"
+    return "stored" if a.state != b.state else "unused"
+
+
+def _member_field_use(kind: str, name: str) -> str:
+    def observe(value: Any) -> Observed:
+        event = {**_base_member_event(kind), name: value}
+        return _drive([*_known_member(), ("loyalty.members", event)])
+
+    return _classify(observe, *MEMBER_VARIANTS[name])
+
+
+def _transaction_field_use(kind: str, name: str) -> str:
+    def observe(value: Any) -> Observed:
+        if kind == "sale":
+            event = sale(transaction_id="t-2", occurred_at=EVENT_AT, **{name: value})
+        else:
+            fields = {"transaction_id": "r-1", "original_transaction_id": "t-1", "liters": 5}
+            event = refund(**{**fields, "occurred_at": EVENT_AT, name: value})
+        if value is None:
+            event.pop(name)
+        return _drive([*_known_member(), ("loyalty.transactions", event)])
+
+    return _classify(observe, *TRANSACTION_VARIANTS[kind][name])
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.;])\s+(?=[A-Z(`])", text) if s]
+
+
+def _says_ignored_on(text: str, kind: str) -> bool:
+    """A sentence of ``text`` says the field is ignored on ``kind`` (or on other types)."""
+    return any("ignored" in s and (kind in s or "other type" in s) for s in _sentences(text))
+
+
+def _type_clauses(schema: str) -> dict[str, str]:
+    """The clause of each type in the schema's ``type`` description (``\\`a\\`, \\`b\\`:``
+    starts the clause of a and b)."""
+    text = load_schema(schema)["properties"]["type"]["description"]
+    heads = list(re.finditer(r"((?:`[a-z_]+`(?:, )?)+):", text))
+    clauses = {}
+    for index, head in enumerate(heads):
+        end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+        for kind in re.findall(r"`([a-z_]+)`", head.group(1)):
+            clauses[kind] = text[head.end() : end]
+    return clauses
+
+
+def test_the_variant_tables_cover_every_field_of_the_input_schemas():
+    member_fields = set(load_schema("member_event")["properties"]) - IDENTITY_AND_TIME
+    assert set(MEMBER_VARIANTS) == member_fields
+    transaction_fields = set(load_schema("transaction")["properties"]) - IDENTITY_AND_TIME
+    for kind in TRANSACTION_TYPES:
+        assert set(TRANSACTION_VARIANTS[kind]) == transaction_fields
+
+
+def _check_field(schema: str, name: str, uses: dict[str, str], clauses: dict[str, str]) -> None:
+    description = load_schema(schema)["properties"][name]["description"]
+    lowered = description.lower()
+    said_unused = [phrase for phrase in NOT_USED if phrase in lowered]
+    said_unread = [phrase for phrase in NOT_READ if phrase in lowered]
+    if set(uses.values()) == {"unused"}:
+        assert said_unused, f"{schema}.{name}: the engine does nothing with it; say so"
+        return
+    assert not said_unused, f"{schema}.{name} is used ({uses}) but says {said_unused}"
+    if "acts" in uses.values():
+        assert not said_unread, f"{schema}.{name} acts ({uses}) but says {said_unread}"
+    else:  # only stored
+        assert "stored" in lowered, f"{schema}.{name} is stored ({uses}): say so"
+    for kind, use in uses.items():
+        if use != "unused":
+            continue
+        clause = clauses.get(kind, "")
+        in_clause = "ignored" in clause and (
+            f"`{name}`" in clause or (name in PROFILE_FIELDS and "profile fields" in clause)
+        )
+        assert in_clause or _says_ignored_on(description, kind), (
+            f"{schema}.{name} is ignored on {kind}: its description or the {kind} clause of "
+            "`type` must say so"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(MEMBER_VARIANTS))
+def test_member_event_field_descriptions_match_what_the_engine_does_with_them(name):
+    uses = {kind: _member_field_use(kind, name) for kind in MEMBER_EVENT_TYPES}
+    expected_acting = {"signup"} if name == "referral_code" else set()
+    assert expected_acting <= {kind for kind, use in uses.items() if use == "acts"}  # non-vacuous
+    _check_field("member_event", name, uses, _type_clauses("member_event"))
+
+
+@pytest.mark.parametrize("name", sorted(TRANSACTION_VARIANTS["sale"]))
+def test_transaction_field_descriptions_match_what_the_engine_does_with_them(name):
+    uses = {kind: _transaction_field_use(kind, name) for kind in TRANSACTION_TYPES}
+    _check_field("transaction", name, uses, {})
+
+
+# What a member event type can do, and the words its clause of `type` uses for it.
+EFFECT_PHRASES = {
+    "stores the profile": "the profile fields the event carries",
+    "enrols": "enrols the member",
+    "claims a referral": "claims the referral",
+    "issues a coupon": "issues the program's newsletter coupon",
+    "deletes the state": "deletes the member's state",
+    "refuses later events": "dead-lettered `member_erased`",
+}
+
+
+def _type_effects(kind: str) -> set[str]:
+    """What an event of ``kind`` carrying every field does to a fresh and to a known member."""
+    effects: set[str] = set()
+    for setup in ([], _known_member()):
+        before = _drive(setup) if setup else None
+        event = ("loyalty.members", _base_member_event(kind))
+        after = _drive([*setup, event])
+        later_sale = ("loyalty.transactions", sale(transaction_id="t-9", occurred_at=EVENT_AT))
+        refused = _drive([*setup, event, later_sale])
+        old = decode_state(before.state if before else None)
+        new = decode_state(after.state)
+        if after.state is not None and new.profile != old.profile:
+            effects.add("stores the profile")
+        if old.enrolled_at is None and new.enrolled_at is not None:
+            effects.add("enrols")
+        claims = [
+            orjson.loads(value) for topic, value in after.records if topic == TOPICS.referrals
+        ]
+        if any(claim["op"] == "claim" for claim in claims):
+            effects.add("claims a referral")
+        newsletter = [c for c in new.coupons.values() if c.source == "newsletter"]
+        if len(newsletter) > len([c for c in old.coupons.values() if c.source == "newsletter"]):
+            effects.add("issues a coupon")
+        if before is not None and before.state is not None and after.state is None:
+            effects.add("deletes the state")
+        letters = [
+            value.decode()  # a dead letter's reason (see _comparable)
+            for topic, value in refused.records
+            if topic == TOPICS.deadletter
+        ]
+        if "member_erased" in letters:
+            effects.add("refuses later events")
+    return effects
+
+
+@pytest.mark.parametrize("kind", MEMBER_EVENT_TYPES)
+def test_each_member_event_type_is_described_by_what_the_engine_does(kind):
+    effects = _type_effects(kind)
+    assert effects, f"{kind} does nothing observable: the test is broken"
+    clause = _type_clauses("member_event")[kind]
+    described = {effect for effect, phrase in EFFECT_PHRASES.items() if phrase in clause}
+    assert described == effects, f"`{kind}` clause: {clause!r}"
+    for phrase in ("changes nothing", "nothing else", *NOT_USED):
+        assert phrase not in clause.lower(), f"`{kind}` has effects {effects}: {phrase!r}"
+
+
+def test_the_field_check_catches_the_referral_code_wording_of_issue_19(monkeypatch):
+    """The wording member_event.schema.json had for `referral_code` until fcede6a."""
+    schema = load_schema("member_event")
+    schema["properties"]["referral_code"]["description"] = (
+        "The referral code a new member typed at signup (another member's code, from their "
+        "`welcome` notification); 1-64 characters. Validated, not used by the current program "
+        "rules. Empty or not a string: invalid_type; longer: out_of_range."
+    )
+    monkeypatch.setattr(sys.modules[__name__], "load_schema", lambda name: schema)
+    uses = {kind: _member_field_use(kind, "referral_code") for kind in MEMBER_EVENT_TYPES}
+    with pytest.raises(AssertionError, match="is used"):
+        _check_field("member_event", "referral_code", uses, _type_clauses("member_event"))

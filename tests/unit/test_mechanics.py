@@ -4,11 +4,13 @@ localised notifications. Expected numbers are worked out by hand in each test.""
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from schemas.events import MemberEvent, Transaction
 from schemas.state import MemberState, decode_state, encode_state
 from streams import codes
 from streams.rewards import render_member_event, render_transaction
-from tables.accounts import apply_member_event, apply_transaction
+from tables.accounts import RejectedTransaction, apply_member_event, apply_transaction
 from tests.unit import builders
 from tests.unit.builders import NOW_MS, PROGRAM, run
 
@@ -142,8 +144,19 @@ def test_notifications_are_localised_and_marketing_needs_consent():
     assert coupon.notifications == []  # coupon_issued is marketing: no consent, no message
     assert coupon.reward.coupon_issued["code"] == newsletter_coupon(state)
 
+    # Consent given later changes nothing the subscription sent (a replay is identical);
+    # a member who had consented when subscribing gets the message.
     state, (consent,) = run(
         state, member_event("c", "consents_changed", days=1, marketing_consent=True)
+    )
+    replay = render_member_event(
+        member_event("n1", "newsletter_subscribed"), subscribed.applied, state, PROGRAM
+    )
+    assert replay.notifications == []
+    state, (_, subscribed) = run(
+        MemberState(),
+        member_event("s", "signup", locale="pl", marketing_consent=True),
+        member_event("n1", "newsletter_subscribed"),
     )
     coupon = render_member_event(
         member_event("n1", "newsletter_subscribed"), subscribed.applied, state, PROGRAM
@@ -166,8 +179,11 @@ def test_profile_updates_keep_absent_fields_and_duplicates_change_nothing():
     )
     assert state.profile.locale == "it" and state.profile.email == "a@example.com"
     assert state.profile.phone == "+34600000000" and state.profile.marketing_consent
-    again, (replay,) = run(state, member_event("p", "profile_updated", phone="+1"))
+    again, (replay,) = run(state, member_event("p", "profile_updated", phone="+34600000000"))
     assert replay.duplicate and again is state
+    with pytest.raises(RejectedTransaction) as error:  # the same id with other content
+        run(state, member_event("p", "profile_updated", phone="+1"))
+    assert error.value.reason == "event_id_conflict"
     assert decode_state(encode_state(state)) == state
 
 
