@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from schemas.events import MemberEvent, Transaction
+from schemas.events import MemberEvent, RedemptionStep, Transaction
 from schemas.state import MemberState
 from streams.program import load_program
 from tables.accounts import Outcome, apply_member_event, apply_transaction
@@ -27,6 +27,22 @@ def sale(tx_id: str, liters: str, occurred_at: datetime, **fields: Any) -> Trans
         fuel_type="diesel",
         liters=Decimal(liters),
         amount=Decimal(10),
+        **fields,
+    )
+
+
+def hold(occurred_at: datetime, points: int = 100, **fields: Any) -> RedemptionStep:
+    """A redemption's ``hold`` step for ``MEMBER``: one coffee, request ``q1``."""
+    return RedemptionStep(
+        step="hold",
+        request_id="q1",
+        member_id=MEMBER,
+        reward_id="coffee",
+        quantity=1,
+        points=points,
+        station_id="st-1",
+        requested_at=occurred_at.isoformat(),
+        occurred_at=occurred_at,
         **fields,
     )
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.events import REFUND, RedemptionStep, Transaction
+from schemas.events import REFUND, Transaction
 from schemas.state import MemberState
 from streams import redemptions as saga
 from streams.program import CouponOffer
@@ -26,7 +26,7 @@ from tables.accounts import (
     apply_transaction,
     day_of,
 )
-from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event, sale
+from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, hold, member_event, sale
 
 DAY_S = 86_400
 T0 = datetime.fromisoformat("2026-01-05T10:00:00+01:00")
@@ -173,21 +173,11 @@ def test_a_refund_after_the_points_of_its_sale_expired_takes_nothing():
 def test_a_refund_never_takes_more_than_the_points_available():
     """Points spent on a redemption, or held for one, are not taken back below zero."""
     state = applied(MemberState(), sale("S", "20", T0))  # 140
-    hold = RedemptionStep(
-        step=saga.HOLD,
-        request_id="q1",
-        member_id=MEMBER,
-        reward_id="coffee",
-        quantity=1,
-        points=100,
-        station_id="st-1",
-        requested_at=at(1).isoformat(),
-        occurred_at=at(1),
-    )
-    state, _ = apply_redemption_step(state, hold, PROGRAM, NOW_MS)
+    held_step = hold(at(1))
+    state, _ = apply_redemption_step(state, held_step, PROGRAM, NOW_MS)
     held, _ = apply_transaction(state, refund("R", "S", "20", at(2)), PROGRAM, NOW_MS)
     assert held.balance == 100 and held.applied["R"].entries == (("refund_reversal", -40),)
-    confirm = replace(hold, step=saga.CONFIRM, occurred_at=at(1, 60))
+    confirm = replace(held_step, step=saga.CONFIRM, occurred_at=at(1, 60))
     state, _ = apply_redemption_step(state, confirm, PROGRAM, NOW_MS)
     assert state.balance == 40
     state, outcome = apply_transaction(state, refund("R", "S", "20", at(2)), PROGRAM, NOW_MS)

@@ -12,7 +12,6 @@ from schemas.events import (
     ACCEPTED,
     REFEREE,
     MemberEvent,
-    RedemptionStep,
     ReferralOutcome,
     Transaction,
 )
@@ -35,7 +34,7 @@ from tables.accounts import (
     apply_transaction,
     content_fingerprint,
 )
-from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event, sale
+from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, hold, member_event, sale
 
 T0 = datetime.fromisoformat("2026-03-10T10:00:00+01:00")
 LATER_MS = NOW_MS + 86_400_000
@@ -199,20 +198,12 @@ def test_a_repeated_referral_outcome_re_emits_its_records_byte_identical():
 
 def test_a_repeated_redemption_step_re_emits_its_records_byte_identical():
     state, _, _ = tx(enrolled(), sale("S", "20", at(1)))
-    hold = RedemptionStep(
-        step=saga.HOLD,
-        request_id="q1",
-        member_id=MEMBER,
-        reward_id="coffee",
-        quantity=1,
-        points=100,
-        station_id="st-1",
+    held_step = replace(
+        hold(at(1.1), reward_name={"es": "café", "it": "caffè", "en": "coffee"}),
         requested_at=at(1).isoformat(),
-        occurred_at=at(1.1),
-        reward_name={"es": "café", "it": "caffè", "en": "coffee"},
     )
-    state, _ = apply_redemption_step(state, hold, PROGRAM, NOW_MS)
-    confirm = replace(hold, step=saga.CONFIRM, occurred_at=at(1.2))
+    state, _ = apply_redemption_step(state, held_step, PROGRAM, NOW_MS)
+    confirm = replace(held_step, step=saga.CONFIRM, occurred_at=at(1.2))
     state, outcome = apply_redemption_step(state, confirm, PROGRAM, NOW_MS)
     first = records(render_redemption(confirm, outcome.applied, state, PROGRAM))
     assert any("café".encode() in record for record in first)
