@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams agents tables schemas localkafka cli demo bench
+	$(BIN)/mypy loyalty
 	$(BIN)/pytest
 	$(BIN)/loyalty bench --quick --out .local/bench-quick.json
 

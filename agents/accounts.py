@@ -9,7 +9,7 @@ input re-emits the same outputs with the same ids: at least once, never credited
 and never an output whose state change was lost.
 
 Besides transactions and member events, the agent applies the commands other partitions
-send a member: referral outcomes, and the steps of a redemption (``streams.redemptions``).
+send a member: referral outcomes, and the steps of a redemption (``core.saga``).
 
 Forwards to the owner partition and dead letters depend on no state; they go out with the
 changelog records.
@@ -32,8 +32,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents import metrics
-from agents.batching import (
+from loyalty.agents.batching import (
     MAX_RECORD_BYTES,
     REJECTIONS,
     Batch,
@@ -43,29 +42,7 @@ from agents.batching import (
     check_outputs,
     check_state,
 )
-from schemas.decode import (
-    decode_daily_command,
-    decode_member_command,
-    decode_member_event,
-    decode_transaction,
-    latest_daily_date,
-)
-from schemas.events import ERASE, MemberEvent, RedemptionStep, Transaction
-from schemas.state import MemberState, decode_state, encode_state
-from streams.partitioning import check_placement, owner_partition
-from streams.program import Program
-from streams.rewards import (
-    Outputs,
-    render_daily,
-    render_erasure,
-    render_member_event,
-    render_redemption,
-    render_referral,
-    render_transaction,
-)
-from streams.settings import Settings, TopicNames
-from streams.topics import Topics, saga_message
-from tables.accounts import (
+from loyalty.core.accounts import (
     MEMBER_ERASED,
     Outcome,
     RejectedTransaction,
@@ -77,7 +54,30 @@ from tables.accounts import (
     erased_key,
     remember_ledger,
 )
-from tables.definitions import Tables, partition_items, read
+from loyalty.core.program import Program
+from loyalty.core.render import (
+    Outputs,
+    render_daily,
+    render_erasure,
+    render_member_event,
+    render_redemption,
+    render_referral,
+    render_transaction,
+)
+from loyalty.schemas.decode import (
+    decode_daily_command,
+    decode_member_command,
+    decode_member_event,
+    decode_transaction,
+    latest_daily_date,
+)
+from loyalty.schemas.events import ERASE, MemberEvent, RedemptionStep, Transaction
+from loyalty.schemas.state import MemberState, decode_state, encode_state
+from loyalty.streams import metrics
+from loyalty.streams.partitioning import check_placement, owner_partition
+from loyalty.streams.settings import Settings, TopicNames
+from loyalty.streams.topics import Topics, saga_message
+from loyalty.tables.definitions import Tables, partition_items, read
 
 PROCESSING_ERROR = "processing_error"
 DAILY_CHUNK = 1000

@@ -26,16 +26,15 @@ import orjson
 from faust.streams import Stream
 from faust.types import EventT, TableT, TopicT
 
-from agents import metrics
-from agents.deadletters import dead_letter, kept_key
-from schemas.decode import InvalidEvent
-from schemas.state import MemberState
-from streams import faust_patches
-from streams.ordering import CoPartitionedOrder, Lagging
-from streams.redemptions import RejectedStationMessage
-from streams.topics import MAX_MESSAGE_BYTES
-from tables.accounts import RejectedTransaction
-from tables.definitions import changelog_topic_name, write_local
+from loyalty.agents.deadletters import dead_letter, kept_key
+from loyalty.core.accounts import RejectedTransaction
+from loyalty.core.saga import RejectedStationMessage
+from loyalty.schemas.decode import InvalidEvent
+from loyalty.schemas.state import MemberState
+from loyalty.streams import faust_patches, metrics
+from loyalty.streams.ordering import CoPartitionedOrder, Lagging
+from loyalty.streams.topics import MAX_MESSAGE_BYTES, changelog_topic_name
+from loyalty.tables.definitions import write_local
 
 Record = tuple[str, bytes | None, bytes, int | None]
 """A message to produce: topic, key, value, partition (None: by key)."""

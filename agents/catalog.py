@@ -1,5 +1,5 @@
 """The catalog on every worker: a feed keeping the worker's ``CatalogView`` current, and
-``GET /catalog`` (described in ``streams.openapi``).
+``GET /catalog`` (described in ``agents.openapi``).
 
 Every worker needs the whole catalog and the live stock of every reward, whatever
 partitions it holds, so the feed is not a Faust agent (an agent's partitions are shared out
@@ -22,14 +22,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from agents.accounts import wall_clock_ms
-from agents.deadletters import send_dead_letter
-from agents.profiles import RETRY_AFTER_S, Answer
-from schemas.decode import INVALID_VALUE
-from streams.catalog import CatalogView
-from streams.openapi import CATALOG_LOADING
-from streams.settings import Settings
-from tables.definitions import changelog_topic_name
+from loyalty.agents.accounts import wall_clock_ms
+from loyalty.agents.deadletters import send_dead_letter
+from loyalty.agents.openapi import CATALOG_LOADING
+from loyalty.agents.profiles import RETRY_AFTER_S, Answer
+from loyalty.core.catalog import CatalogView
+from loyalty.schemas.decode import INVALID_VALUE
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import changelog_topic_name
 
 logger = logging.getLogger(__name__)
 

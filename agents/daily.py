@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import faust
 
-from streams.program import Program
-from streams.settings import Settings
-from streams.topics import Topics, daily_commands
+from loyalty.core.program import Program
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import Topics, daily_commands
 
 
 def register(app: faust.App, settings: Settings, program: Program, topics: Topics) -> None:

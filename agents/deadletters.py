@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from faust.types import TopicT
 
-from agents import metrics
-from schemas.outputs import DeadLetter
-from streams.ids import derive_id
-from streams.rewards import iso_from_ms
-from streams.topics import MAX_MESSAGE_BYTES
+from loyalty.core.ids import derive_id
+from loyalty.core.render import iso_from_ms
+from loyalty.schemas.outputs import DeadLetter
+from loyalty.streams import metrics
+from loyalty.streams.topics import MAX_MESSAGE_BYTES
 
 MAX_TEXT_CHARS = 1000
 """Longest ``message`` of a dead letter (an error's text can quote a whole value)."""

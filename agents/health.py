@@ -2,7 +2,7 @@
 (docs/operations.md):
 
 - ``GET /health/live``: 200 while the worker's event loop answers and nothing crashed (a
-  crashed worker exits on its own within ``LOYALTY_SHUTDOWN_GRACE_S``: ``streams.worker``);
+  crashed worker exits on its own within ``LOYALTY_SHUTDOWN_GRACE_S``: ``cli.worker``);
 - ``GET /health/ready``: 200 only when the worker is doing its share of the work: it holds
   at least one partition of the member input topics, its tables are recovered and its
   catalog view is read up; else 503, naming the failing conditions.
@@ -21,8 +21,8 @@ import faust
 import orjson
 from faust.tables.manager import TableManager
 
-from streams.catalog import CatalogView
-from streams.openapi import READINESS_CHECKS
+from loyalty.agents.openapi import READINESS_CHECKS
+from loyalty.core.catalog import CatalogView
 
 LIVE = "/health/live"
 READY = "/health/ready"

@@ -1,6 +1,6 @@
 """The member profile API, served by every worker: ``GET /members/{member_id}``,
 ``GET /members/{member_id}/ledger`` and ``GET /members/{member_id}/redemptions`` (described
-in ``streams.openapi``).
+in ``agents.openapi``).
 
 A member's state is one value of ``member_to_state``, in the partition the engine places
 the member in (``owner_partition``), held as active by one worker of the group. That worker
@@ -46,18 +46,26 @@ import orjson
 from faust.types import TableT
 from yarl import URL
 
-from agents.accounts import Clock
-from schemas.ids import MAX_ID_LENGTH, is_identifier
-from schemas.state import MemberState, decode_state
-from streams.openapi import (
+from loyalty.agents.accounts import Clock
+from loyalty.agents.openapi import (
     INVALID_LIMIT,
     MALFORMED_MEMBER_ID,
     OWNER_HEADER,
     OWNER_UNAVAILABLE,
     UNKNOWN_MEMBER,
 )
-from streams.partitioning import owner_partition
-from streams.peers import (
+from loyalty.core.profile import (
+    DEFAULT_LEDGER_LIMIT,
+    MAX_LEDGER_LIMIT,
+    is_known,
+    member_profile,
+    recent_ledger,
+)
+from loyalty.core.program import Program
+from loyalty.schemas.ids import MAX_ID_LENGTH, is_identifier
+from loyalty.schemas.state import MemberState, decode_state
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.peers import (
     NONCE_HEADER,
     PROOF_HEADER,
     SIGNATURE_HEADER,
@@ -69,16 +77,8 @@ from streams.peers import (
     request_is_signed,
     request_signature,
 )
-from streams.profile import (
-    DEFAULT_LEDGER_LIMIT,
-    MAX_LEDGER_LIMIT,
-    is_known,
-    member_profile,
-    recent_ledger,
-)
-from streams.program import Program
-from streams.settings import Settings
-from tables.definitions import read
+from loyalty.streams.settings import Settings
+from loyalty.tables.definitions import read
 
 RETRY_AFTER_S = 1
 """Advised wait of a 503: a rebalance of a few workers settles within seconds."""

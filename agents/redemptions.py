@@ -7,7 +7,7 @@ their request's partition, key request_id) and ``loyalty.stock-commands`` (reser
 and returns, key reward_id). It keeps the ``redemption_requests`` and ``reward_stock``
 tables and commits its batches like the account agent (``agents.batching``): a step's
 state change is in the changelog before the step messages it sends. The transitions are
-the pure functions of ``streams.redemptions``; the catalog comes from the worker's
+the pure functions of ``core.saga``; the catalog comes from the worker's
 catalog view.
 """
 
@@ -19,9 +19,8 @@ from typing import Any
 
 import faust
 
-from agents import metrics
-from agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
-from agents.batching import (
+from loyalty.agents.accounts import PROCESSING_ERROR, Clock, wall_clock_ms
+from loyalty.agents.batching import (
     REJECTIONS,
     Batch,
     Committer,
@@ -29,14 +28,16 @@ from agents.batching import (
     check_outputs,
     check_state,
 )
-from schemas.decode import (
+from loyalty.core import saga
+from loyalty.core.catalog import CatalogView
+from loyalty.schemas.decode import (
     decode_redemption,
     decode_saga_reply,
     decode_stock_command,
     load_object,
 )
-from schemas.events import REDEMPTION_REQUEST
-from schemas.state import (
+from loyalty.schemas.events import REDEMPTION_REQUEST
+from loyalty.schemas.state import (
     RedemptionRequest,
     RewardStock,
     decode_request,
@@ -44,12 +45,11 @@ from schemas.state import (
     encode_request,
     encode_stock,
 )
-from streams import redemptions as saga
-from streams.catalog import CatalogView
-from streams.partitioning import check_placement, owner_partition
-from streams.settings import Settings
-from streams.topics import Topics, saga_message
-from tables.definitions import Tables, read
+from loyalty.streams import metrics
+from loyalty.streams.partitioning import check_placement, owner_partition
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import Topics, saga_message
+from loyalty.tables.definitions import Tables, read
 
 
 class RedemptionProcessor:

@@ -18,12 +18,12 @@ from typing import Any
 import faust
 import orjson
 
-from agents import metrics
-from agents.accounts import PROCESSING_ERROR, wall_clock_ms
-from agents.batching import REJECTIONS
-from agents.deadletters import send_dead_letter
-from schemas.decode import INVALID_VALUE, InvalidEvent, decode_referral_op
-from schemas.events import (
+from loyalty.agents.accounts import PROCESSING_ERROR, wall_clock_ms
+from loyalty.agents.batching import REJECTIONS
+from loyalty.agents.deadletters import send_dead_letter
+from loyalty.core import codes
+from loyalty.schemas.decode import INVALID_VALUE, InvalidEvent, decode_referral_op
+from loyalty.schemas.events import (
     ACCEPTED,
     REFEREE,
     REFERRER,
@@ -31,11 +31,11 @@ from schemas.events import (
     SELF_REFERRAL,
     UNKNOWN_REFERRAL_CODE,
 )
-from streams import codes
-from streams.partitioning import check_placement, owner_partition
-from streams.settings import Settings
-from streams.topics import Topics
-from tables.definitions import Tables
+from loyalty.streams import metrics
+from loyalty.streams.partitioning import check_placement, owner_partition
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import Topics
+from loyalty.tables.definitions import Tables
 
 ERASED_OWNER = b""
 

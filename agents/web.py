@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from streams.openapi import INVALID_REQUEST_TARGET, NOT_FOUND, OPENAPI_DOCUMENT
+from loyalty.agents.openapi import INVALID_REQUEST_TARGET, NOT_FOUND, OPENAPI_DOCUMENT
 
 PUBLIC_PAGES = ("/metrics", "/openapi.json", "/catalog", "/members/", "/health", "/health/")
 """Paths of the pages a worker serves: exact, or a prefix when ending with ``/``."""

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.clients import Offsets, OffsetWatcher, boundary_timestamps, create_topic
-from bench.stats import rate
-from streams.settings import Settings
+from loyalty.bench.clients import Offsets, OffsetWatcher, boundary_timestamps, create_topic
+from loyalty.bench.stats import rate
+from loyalty.streams.settings import Settings
 
 STALL_TIMEOUT_S = 60.0
 

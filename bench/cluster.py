@@ -16,13 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.clients import OffsetWatcher, RewardWaiter, send_one
-from demo.worker_process import WorkerProcess
-from localkafka.broker import KAFKA_VERSION, free_port
-from streams.partitioning import owner_partition
-from streams.settings import Settings, TopicNames
-from streams.topics import ensure_topics
-from tables.definitions import TABLE_NAMES, changelog_topic_name
+from loyalty.bench.clients import OffsetWatcher, RewardWaiter, send_one
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka.broker import KAFKA_VERSION, free_port
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.settings import Settings, TopicNames
+from loyalty.streams.topics import TABLE_NAMES, changelog_topic_name, ensure_topics
 
 
 def bench_settings(bootstrap: str, data_dir: Path, partitions: int) -> Settings:

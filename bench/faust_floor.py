@@ -13,7 +13,7 @@ in the scratch topics' log segments, 50,000 messages). No engine worker runs mea
 Timed like the baseline: N over the time from the first input the agent sees to the Kafka
 timestamp of the last output; the agent writes the wall time of that first input to a file.
 
-Run by the bench as ``python -m bench.faust_floor SCRATCH STOP FIRST_INPUT_FILE`` with the
+Run by the bench as ``python -m loyalty.bench.faust_floor SCRATCH STOP FIRST_INPUT_FILE`` with the
 app's settings in the ``LOYALTY_*`` variables (:func:`streams.settings.from_env`); it runs
 until SIGTERM, like a worker.
 """
@@ -31,11 +31,11 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 
-from bench.baseline import BaselineResult, scratch_value, timed_to_last_output
-from bench.clients import Offsets, OffsetWatcher, count_since, create_topic, wait_for_count
-from bench.cluster import Bench, BenchWorker, failure
-from demo.worker_process import WorkerProcess
-from streams.settings import Settings, from_env, to_env
+from loyalty.bench.baseline import BaselineResult, scratch_value, timed_to_last_output
+from loyalty.bench.clients import Offsets, OffsetWatcher, count_since, create_topic, wait_for_count
+from loyalty.bench.cluster import Bench, BenchWorker, failure
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.streams.settings import Settings, from_env, to_env
 
 STALL_TIMEOUT_S = 120.0
 """Give up when no output appears for this long (covers the app's start)."""
@@ -74,7 +74,7 @@ def run_faust_floor(bench: Bench, settings: Settings, stop: Offsets) -> Baseline
 
 
 class FloorProcess(WorkerProcess):
-    """``python -m bench.faust_floor ARGV...`` in place of ``loyalty worker``: the same
+    """``python -m loyalty.bench.faust_floor ARGV...`` in place of ``loyalty worker``: the same
     environment, log, liveness and stop."""
 
     def __init__(self, settings: Settings, log_path: Path, argv: list[str]) -> None:
@@ -85,7 +85,7 @@ class FloorProcess(WorkerProcess):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.faust_floor", *self.argv],
+                [sys.executable, "-m", "loyalty.bench.faust_floor", *self.argv],
                 env={**os.environ, **to_env(self.settings), "PYTHONUNBUFFERED": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,7 +146,7 @@ def create_floor_app(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.faust_floor", description=__doc__.partition("\n")[0]
+        prog="python -m loyalty.bench.faust_floor", description=__doc__.partition("\n")[0]
     )
     parser.add_argument("scratch", help="topic the outputs go to")
     parser.add_argument("stop", help="end offsets to process up to: partition:offset,...")

@@ -19,10 +19,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from bench.clients import Offsets, OffsetWatcher
-from bench.stats import LatencySummary, rate, summarize
-from bench.workload import TransactionGenerator
-from streams.settings import Settings
+from loyalty.bench.clients import Offsets, OffsetWatcher
+from loyalty.bench.stats import LatencySummary, rate, summarize
+from loyalty.bench.workload import TransactionGenerator
+from loyalty.streams.settings import Settings
 
 PACING_INTERVAL_S = 0.002
 

@@ -1,7 +1,7 @@
 """What applying a member's records in timestamp order across topics costs (issue 19).
 
-    python -m bench.ordering             # the hot path alone, no broker: a few seconds
-    python -m bench.ordering --broker    # and the latency on a local broker: about a minute
+    python -m loyalty.bench.ordering             # the hot path alone, no broker: a few seconds
+    python -m loyalty.bench.ordering --broker    # and the latency on a local broker: about a minute
 
 1. **Hot path** (no broker). The account agent's ordering step (``streams.ordering`` with
    the worker's own lagging check, ``faust_patches.lagging_partitions``, over a real aiokafka
@@ -40,17 +40,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.structs import TopicPartition
 
-from agents.accounts import member_inputs_by_rank
-from bench.cluster import Bench
-from bench.options import BenchOptions
-from bench.pure_path import run_pure_path
-from bench.stats import LatencySummary, summarize
-from demo.worker_process import WorkerProcess
-from localkafka import broker
-from streams import faust_patches
-from streams.ordering import CoPartitionedOrder
-from streams.program import load_program
-from streams.settings import Settings, TopicNames
+from loyalty.agents.accounts import member_inputs_by_rank
+from loyalty.bench.cluster import Bench
+from loyalty.bench.options import BenchOptions
+from loyalty.bench.pure_path import run_pure_path
+from loyalty.bench.stats import LatencySummary, summarize
+from loyalty.core.program import load_program
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka import broker
+from loyalty.streams import faust_patches
+from loyalty.streams.ordering import CoPartitionedOrder
+from loyalty.streams.settings import Settings, TopicNames
 
 PARTITIONS = 8
 BATCH_SIZES = (1, 10, 100, 1000, 2000)
@@ -346,7 +346,7 @@ def _summary(summary: LatencySummary | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ordering", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loyalty.bench.ordering", description=__doc__)
     parser.add_argument("--broker", action="store_true", help="also measure the latency")
     parser.add_argument("--pairs", type=int, default=50, help="signup+sale pairs per second")
     parser.add_argument("--sales", type=int, default=200, help="other sales per second")

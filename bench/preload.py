@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from bench.clients import (
+from loyalty.bench.clients import (
     Offsets,
     OffsetWatcher,
     produce_bulk,
@@ -25,11 +25,17 @@ from bench.clients import (
     read_values,
     wait_for_count,
 )
-from bench.cluster import Bench
-from bench.options import BenchOptions
-from bench.stats import rate
-from bench.workload import Mix, TransactionGenerator, member_events, member_ids, newsletter_members
-from streams.settings import Settings
+from loyalty.bench.cluster import Bench
+from loyalty.bench.options import BenchOptions
+from loyalty.bench.stats import rate
+from loyalty.bench.workload import (
+    Mix,
+    TransactionGenerator,
+    member_events,
+    member_ids,
+    newsletter_members,
+)
+from loyalty.streams.settings import Settings
 
 EVENT_TIME_SPAN = timedelta(days=20)
 """The preloaded transactions happen over the last 20 days (coupons are valid for 30)."""

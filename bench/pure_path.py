@@ -16,14 +16,20 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from bench.options import BenchOptions
-from bench.stats import rate
-from bench.workload import Mix, TransactionGenerator, member_events, member_ids, newsletter_members
-from schemas.decode import decode_member_event, decode_transaction
-from schemas.state import decode_state, encode_state
-from streams.program import Program
-from streams.rewards import Outputs, render_member_event, render_transaction
-from tables.accounts import RejectedTransaction, apply_member_event, apply_transaction
+from loyalty.bench.options import BenchOptions
+from loyalty.bench.stats import rate
+from loyalty.bench.workload import (
+    Mix,
+    TransactionGenerator,
+    member_events,
+    member_ids,
+    newsletter_members,
+)
+from loyalty.core.accounts import RejectedTransaction, apply_member_event, apply_transaction
+from loyalty.core.program import Program
+from loyalty.core.render import Outputs, render_member_event, render_transaction
+from loyalty.schemas.decode import decode_member_event, decode_transaction
+from loyalty.schemas.state import decode_state, encode_state
 
 PROCESSED_MS = 1_800_000_000_000
 """A fixed processing time: the rules take time from events; this only stamps outputs."""

@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bench.clients import produce_bulk
-from bench.cluster import Bench, Memory
-from schemas.state import MemberState, encode_state
-from streams.partitioning import owner_partition
-from tables.definitions import changelog_topic_name
+from loyalty.bench.clients import produce_bulk
+from loyalty.bench.cluster import Bench, Memory
+from loyalty.schemas.state import MemberState, encode_state
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.topics import changelog_topic_name
 
 ENROLLED_AT = "2026-01-15T08:30:00+00:00"
 

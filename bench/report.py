@@ -9,15 +9,15 @@ from typing import Any
 
 import orjson
 
-from bench.baseline import BaselineResult
-from bench.cluster import Memory
-from bench.latency import LoadResult
-from bench.preload import PreloadResult
-from bench.pure_path import PurePathResult
-from bench.recovery import RecoveryResult
-from bench.scale import ScaleResult
-from bench.stats import ratio
-from bench.throughput import ThroughputResult
+from loyalty.bench.baseline import BaselineResult
+from loyalty.bench.cluster import Memory
+from loyalty.bench.latency import LoadResult
+from loyalty.bench.preload import PreloadResult
+from loyalty.bench.pure_path import PurePathResult
+from loyalty.bench.recovery import RecoveryResult
+from loyalty.bench.scale import ScaleResult
+from loyalty.bench.stats import ratio
+from loyalty.bench.throughput import ThroughputResult
 
 P99_TARGET_MS = {1_000: 50.0, 5_000: 250.0}
 

@@ -10,20 +10,20 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.baseline import run_baseline
-from bench.cluster import Bench, machine_info
-from bench.faust_floor import run_faust_floor
-from bench.latency import run_load
-from bench.options import BenchOptions
-from bench.preload import run_preload
-from bench.pure_path import run_pure_path
-from bench.recovery import run_recovery
-from bench.report import Results, format_table, rows, write_json
-from bench.scale import run_scale
-from bench.stats import ratio
-from bench.throughput import run_throughput
-from localkafka import broker
-from streams.program import load_program
+from loyalty.bench.baseline import run_baseline
+from loyalty.bench.cluster import Bench, machine_info
+from loyalty.bench.faust_floor import run_faust_floor
+from loyalty.bench.latency import run_load
+from loyalty.bench.options import BenchOptions
+from loyalty.bench.preload import run_preload
+from loyalty.bench.pure_path import run_pure_path
+from loyalty.bench.recovery import run_recovery
+from loyalty.bench.report import Results, format_table, rows, write_json
+from loyalty.bench.scale import run_scale
+from loyalty.bench.stats import ratio
+from loyalty.bench.throughput import run_throughput
+from loyalty.core.program import load_program
+from loyalty.localkafka import broker
 
 DRAIN_MARGIN_S = 30.0
 

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bench.clients import (
+from loyalty.bench.clients import (
     Offsets,
     OffsetWatcher,
     produce_bulk,
@@ -28,11 +28,11 @@ from bench.clients import (
     wait_for_count,
     wait_for_group,
 )
-from bench.cluster import Bench, failure
-from bench.stats import ratio
-from bench.throughput import STALL_TIMEOUT_S, ThroughputResult, measure_throughput
-from localkafka.broker import free_port
-from streams.settings import Settings
+from loyalty.bench.cluster import Bench, failure
+from loyalty.bench.stats import ratio
+from loyalty.bench.throughput import STALL_TIMEOUT_S, ThroughputResult, measure_throughput
+from loyalty.localkafka.broker import free_port
+from loyalty.streams.settings import Settings
 
 Records = list[tuple[bytes, bytes, int]]
 """(key, value, partition) as read back from the preload's topics."""

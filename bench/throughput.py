@@ -15,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.clients import (
+from loyalty.bench.clients import (
     OffsetWatcher,
     boundary_timestamps,
     count_since,
     read_values,
     wait_for_count,
 )
-from bench.cluster import Bench, BenchWorker, failure
-from bench.stats import rate
-from streams.settings import Settings
+from loyalty.bench.cluster import Bench, BenchWorker, failure
+from loyalty.bench.stats import rate
+from loyalty.streams.settings import Settings
 
 STALL_TIMEOUT_S = 120.0
 """Give up when no output appears for this long (covers the worker's start)."""

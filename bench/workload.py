@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from demo.pos import FUEL_TYPES, PRICE_PER_LITER
+from loyalty.demo.pos import FUEL_TYPES, PRICE_PER_LITER
 
 VOLUME_THRESHOLD_LITERS = 15.0
 LOCALES = ("es", "en", "it", "pl")

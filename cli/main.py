@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from streams.settings import from_env
+from loyalty.streams.settings import from_env
 
 
 def _stop_at_once(signum: int, frame: object) -> None:
@@ -16,16 +16,16 @@ def _stop_at_once(signum: int, frame: object) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     # Importing Faust takes seconds: a stop signal meanwhile ends the command cleanly, until
-    # the worker installs its own handlers (streams.worker).
+    # the worker installs its own handlers (cli.worker).
     signal.signal(signal.SIGTERM, _stop_at_once)
     signal.signal(signal.SIGINT, _stop_at_once)
-    from streams.worker import run_worker
+    from loyalty.cli.worker import run_worker
 
     return run_worker(from_env())
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from streams.topics import ensure_topics
+    from loyalty.streams.topics import ensure_topics
 
     settings = from_env()
     created = ensure_topics(settings)
@@ -41,9 +41,9 @@ def _daily(args: argparse.Namespace) -> int:
     import time
     from datetime import date, timedelta
 
-    from schemas.decode import InvalidEvent, check_daily_date, latest_daily_date
-    from streams.program import load_program
-    from streams.topics import ensure_topics, send_daily_commands
+    from loyalty.core.program import load_program
+    from loyalty.schemas.decode import InvalidEvent, check_daily_date, latest_daily_date
+    from loyalty.streams.topics import ensure_topics, send_daily_commands
 
     settings = from_env()
     # Tomorrow in the program's time zone is the latest date a job may run for (the worker
@@ -67,8 +67,8 @@ def _daily(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from schemas.catalog import CatalogError, load_catalog_file
-    from streams.topics import ensure_topics, publish_catalog
+    from loyalty.schemas.catalog import CatalogError, load_catalog_file
+    from loyalty.streams.topics import ensure_topics, publish_catalog
 
     settings = from_env()
     try:
@@ -91,7 +91,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from localkafka import broker
+    from loyalty.localkafka import broker
 
     if args.action == "acls":
         return _kafka_acls(args)
@@ -123,7 +123,7 @@ def _kafka(args: argparse.Namespace) -> int:
 def _kafka_acls(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
-    from streams.acls import AclError, Principals, acl_plan, apply_plan
+    from loyalty.streams.acls import AclError, Principals, acl_plan, apply_plan
 
     settings = from_env()
     try:
@@ -155,14 +155,14 @@ def _kafka_acls(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from demo.run import run_demo
+    from loyalty.demo.run import run_demo
 
     return run_demo(port=args.port, rate=args.rate, duration=args.duration)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bench.options import parse_loads, resolve
-    from bench.run import run_bench
+    from loyalty.bench.options import parse_loads, resolve
+    from loyalty.bench.run import run_bench
 
     try:
         options = resolve(
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streams.program import ProgramError
+    from loyalty.core.program import ProgramError
 
     args = build_parser().parse_args(argv)
     handler = {

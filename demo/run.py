@@ -18,12 +18,12 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from demo.pos import PosSimulator
-from demo.worker_process import WorkerProcess
-from localkafka import broker
-from schemas.catalog import load_catalog_file
-from streams.settings import REPO_ROOT, from_env
-from streams.topics import ensure_topics, publish_catalog
+from loyalty.demo.pos import PosSimulator
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka import broker
+from loyalty.schemas.catalog import load_catalog_file
+from loyalty.streams.settings import REPO_ROOT, from_env
+from loyalty.streams.topics import ensure_topics, publish_catalog
 
 LOCAL = Path(".local")
 EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"

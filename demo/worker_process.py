@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.settings import Settings, to_env
+from loyalty.streams.settings import Settings, to_env
 
 
 class WorkerProcess:
@@ -27,7 +27,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "worker"],
+                [sys.executable, "-m", "loyalty.cli.main", "worker"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """A real single-node Apache Kafka broker (KRaft) for local runs and tests, without Docker."""
 
-from localkafka.broker import (
+from loyalty.localkafka.broker import (
     KAFKA_VERSION,
     LOCAL_SASL_USERS,
     BrokerError,

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from schemas.ids import MAX_ID_LENGTH, is_identifier
+from loyalty.schemas.ids import MAX_ID_LENGTH, is_identifier
 
 FALLBACK_LOCALE = "en"
 UNLIMITED = "unlimited"

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from schemas.events import (
+from loyalty.schemas.events import (
     ACCEPTED,
     MEMBER_EVENT_TYPES,
     REDEMPTION_REQUEST,
@@ -37,7 +37,7 @@ from schemas.events import (
     ReferralOutcome,
     Transaction,
 )
-from schemas.ids import ID_PATTERN, MAX_ID_LENGTH, is_typed_code
+from loyalty.schemas.ids import ID_PATTERN, MAX_ID_LENGTH, is_typed_code
 
 # Dead-letter reasons produced here.
 TOO_LARGE = "too_large"
@@ -527,7 +527,7 @@ def decode_daily_command(value: bytes | None, latest: date) -> date:
 
 # Internal topics (written by the engine) are validated like inputs: anyone who can write
 # to Kafka can write to them, and a forged or corrupt command must be dead-lettered, not
-# trusted. Their value names are the saga's and the referral agent's (streams.redemptions,
+# trusted. Their value names are the saga's and the referral agent's (core.saga,
 # agents.referrals); tests/unit/test_boundary.py checks they agree.
 MEMBER_STEPS = ("hold", "confirm", "reject", "fulfilled", "cancel")
 """Redemption steps for a member's partition (``loyalty.member-commands``)."""
@@ -610,7 +610,7 @@ def decode_member_command(value: bytes | None) -> ReferralOutcome | RedemptionSt
     """An internal command for a member's partition: a referral outcome, or a redemption
     step. Written by the engine, but validated like any input (types, allowed values, ids,
     signs and bounds of points and quantity, timestamps); whether it matches a claim or a
-    hold the member has is a rule of ``tables.accounts``."""
+    hold the member has is a rule of ``core.accounts``."""
     obj = load_object(value, MAX_COMMAND_BYTES)
     if "redemption" in obj:
         step = _one_of(obj, "redemption", MEMBER_STEPS)

@@ -110,7 +110,7 @@ class RedemptionMessage:
 @dataclass(frozen=True, slots=True)
 class RedemptionStep:
     """Internal command (topic ``loyalty.member-commands``): one step of a redemption for
-    the member's partition, sent by the redemption's coordinator (``streams.redemptions``)."""
+    the member's partition, sent by the redemption's coordinator (``core.saga``)."""
 
     step: str
     """``hold``, ``confirm``, ``reject``, ``fulfilled`` or ``cancel``."""

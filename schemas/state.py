@@ -43,7 +43,7 @@ class AppliedEvent:
     """Outcomes beyond the ledger: tier used and tier change, coupon results, missions."""
     fingerprint: str | None = None
     """For a transaction or member event: a short hash of its content
-    (``tables.accounts.content_fingerprint``), so a repeat of its id with other content is
+    (``core.accounts.content_fingerprint``), so a repeat of its id with other content is
     told from an identical one. None for other keys, and in events stored before it."""
     locale: str | None = None
     """The locale the member's notifications were wanted in (profile, else the program's
@@ -171,12 +171,12 @@ class Profile:
 
 
 Bucket = list[Any]
-"""A day of sales in the rolling stats (see ``tables.stats``)."""
+"""A day of sales in the rolling stats (see ``core.stats``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """Rolling consumption stats: day buckets and lifetime totals (see ``tables.stats``)."""
+    """Rolling consumption stats: day buckets and lifetime totals (see ``core.stats``)."""
 
     buckets: tuple[Bucket, ...] = ()
     """Ascending by day; only days within the longest window of the newest sale."""
@@ -250,10 +250,10 @@ class MemberState:
     """The program's segments the member is in, sorted, as last evaluated."""
     redemptions: dict[str, Redemption] = field(default_factory=dict)
     """By request_id: the pending ones and the most recent others (bounded, see
-    ``tables.accounts``)."""
+    ``core.accounts``)."""
     recent_ledger: tuple[StoredLedgerEntry, ...] = ()
     """The member's most recent ledger entries, oldest first (bounded: see
-    ``tables.accounts.LEDGER_HISTORY``), as ``[entry_id, delta, balance_after, reason,
+    ``core.accounts.LEDGER_HISTORY``), as ``[entry_id, delta, balance_after, reason,
     source_event_id, program_version, occurred_at, processed_at]``."""
 
 

@@ -44,7 +44,7 @@ from kafka.admin import (
     ResourceType,
 )
 
-from streams.settings import Settings
+from loyalty.streams.settings import Settings
 
 Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
 Resource = Literal["TOPIC", "GROUP"]

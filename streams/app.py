@@ -1,26 +1,24 @@
-"""The Faust app factory: the whole topology wired in one place."""
+"""The Faust app: its configuration and how a failed agent is supervised.
+
+The agents are registered on it by ``agents.topology``."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import faust
 from mode import ServiceT
 from mode.supervisors import OneForOneSupervisor
 
-from agents import accounts, daily, health, profiles, redemptions, referrals, web
-from agents import catalog as catalog_feed
-from agents.accounts import AccountProcessor, Clock, wall_clock_ms
-from streams import faust_patches
-from streams.catalog import CatalogView
-from streams.program import load_program
-from streams.settings import Settings
-from streams.topics import MAX_MESSAGE_BYTES, declare_topics
-from tables.definitions import define_tables
+from loyalty.streams import faust_patches
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import MAX_MESSAGE_BYTES
 
 
 class AgentSupervisor(OneForOneSupervisor):
-    """An agent that failed crashes the worker, which exits (``streams.worker``).
+    """An agent that failed crashes the worker, which exits (``cli.worker``).
 
     Faust's default supervisor restarts a failed agent on the same stream: the events it had
     taken are never acknowledged, and a partition's committed offset stops below the first
@@ -36,9 +34,9 @@ class AgentSupervisor(OneForOneSupervisor):
             await self.crash(reason)
 
 
-def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
-    """A worker app for ``settings``; raises ``ProgramError`` on an invalid program file."""
-    program = load_program(settings.program_path)
+def new_app(settings: Settings, middlewares: Sequence[Any] = ()) -> faust.App:
+    """The Faust app of a worker, configured from ``settings``, with no agent yet
+    (``agents.topology`` registers them); ``middlewares`` guard its web server."""
     faust_patches.apply(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
@@ -71,24 +69,9 @@ def create_app(settings: Settings, clock: Clock = wall_clock_ms) -> faust.App:
         web_stats_enabled=False,
         web_graph_enabled=False,
         web_metrics_enabled=False,
-        web_application_options={"middlewares": [web.guard]},
+        web_application_options={"middlewares": list(middlewares)},
         autodiscover=False,
         agent_supervisor=AgentSupervisor,
     )
     faust_patches.time_out_http_connections(app, settings.http_timeout_s)
-    topics = declare_topics(app, settings)
-    tables = define_tables(app, settings)
-    # This worker's copy of the whole catalog and of every reward's reserved stock, kept
-    # current by its own consumer; GET /catalog and the redemption agent read it.
-    catalog = CatalogView()
-    catalog_feed.register(app, settings, catalog)
-    accounts.register(app, AccountProcessor(settings, program, topics, tables, clock))
-    referrals.register(app, referrals.ReferralProcessor(settings, topics, tables))
-    daily.register(app, settings, program, topics)
-    web.register(app)
-    health.register(app, topics.member_inputs.topics, catalog)
-    profiles.register(app, settings, program, tables.member_to_state, clock)
-    redemptions.register(
-        app, redemptions.RedemptionProcessor(settings, topics, tables, catalog, clock), catalog
-    )
     return app

@@ -88,7 +88,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 
-from agents import metrics
+from loyalty.streams import metrics
 
 _original_on_recovery_completed = Recovery.on_recovery_completed
 

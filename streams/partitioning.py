@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
-from schemas.decode import InvalidEvent
+from loyalty.schemas.decode import InvalidEvent
 
 
 @lru_cache(maxsize=1 << 16)

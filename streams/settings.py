@@ -146,7 +146,7 @@ class Settings:
     shutdown_grace_s: float = 8.0
     """``LOYALTY_SHUTDOWN_GRACE_S``: longest a worker takes to stop once asked (SIGTERM,
     SIGINT) or once an agent crashed; past it the process ends itself (exit status 3 after a
-    signal, 1 after a crash) instead of lingering (``streams.worker``)."""
+    signal, 1 after a crash) instead of lingering (``cli.worker``)."""
     deadletter_retention_days: float = 7.0
     """``LOYALTY_DEADLETTER_RETENTION_DAYS``: how long ``loyalty.deadletter`` keeps a record
     (the topic's ``retention.ms``, set when the engine creates or checks its topics): a dead

@@ -17,16 +17,30 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.catalog import Reward, encode_reward
-from streams.partitioning import owner_partition
-from streams.redemptions import COORDINATOR, MEMBER, STOCK, Step
-from streams.settings import Settings
-from tables.definitions import TABLE_NAMES, changelog_topic_name
+from loyalty.core.saga import COORDINATOR, MEMBER, STOCK, Step
+from loyalty.schemas.catalog import Reward, encode_reward
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 # Dead letters carry the original value base64-encoded (4/3 of its size), and the
 # contract says a 1 MB input must still reach the dead-letter topic intact.
+TABLE_NAMES = (
+    "member_to_state",
+    "erased_members",
+    "referral_code_to_member",
+    "redemption_requests",
+    "reward_stock",
+)
+"""The tables' names, in the order of the fields of ``tables.definitions.Tables``."""
+
+
+def changelog_topic_name(app_id: str, table: str) -> str:
+    """The name Faust gives ``table``'s changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -236,7 +250,7 @@ def send_daily_commands(settings: Settings, day: date) -> int:
 
 def saga_message(settings: Settings, step: Step) -> tuple[str, bytes, bytes, int]:
     """(topic, key, value, partition) of a redemption saga message: to the member's, the
-    request's or the reward's partition (``streams.redemptions``)."""
+    request's or the reward's partition (``core.saga``)."""
     destination, key, value = step
     names = settings.topics
     topic = {

@@ -21,7 +21,8 @@ import faust
 from faust.types import TableT
 from rocksdict import WriteBatch
 
-from streams.settings import Settings
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import TABLE_NAMES
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,6 @@ def _raw_table(app: faust.App, name: str, settings: Settings) -> TableT:
     table.key_serializer = "raw"  # type: ignore[attr-defined]
     table.value_serializer = "raw"  # type: ignore[attr-defined]
     return table
-
-
-TABLE_NAMES = (
-    "member_to_state",
-    "erased_members",
-    "referral_code_to_member",
-    "redemption_requests",
-    "reward_stock",
-)
-"""The tables' names, in the order of :class:`Tables`' fields."""
-
-
-def changelog_topic_name(app_id: str, table: str) -> str:
-    """The name Faust gives ``table``'s changelog topic."""
-    return f"{app_id}-{table}-changelog"
 
 
 def define_tables(app: faust.App, settings: Settings) -> Tables:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from localkafka import broker
+from loyalty.localkafka import broker
 
 _HERE = Path(__file__).resolve().parent
 

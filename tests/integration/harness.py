@@ -18,9 +18,9 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from demo.worker_process import WorkerProcess
-from localkafka.broker import free_port
-from streams.settings import Settings, TopicNames
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka.broker import free_port
+from loyalty.streams.settings import Settings, TopicNames
 
 
 def isolated_settings(bootstrap: str, tmp_path: Path, partitions: int = 4) -> Settings:

@@ -19,15 +19,14 @@ from typing import Any
 
 import pytest
 
-from agents.catalog import DISCOVERY_INTERVAL_S, CatalogFeed
-from cli.main import main
-from demo.worker_process import WorkerProcess
-from schemas.catalog import Reward, encode_reward, load_catalog_file
-from schemas.state import RewardStock, encode_stock
-from streams.catalog import CatalogView
-from streams.settings import REPO_ROOT, Settings, to_env
-from streams.topics import ensure_topics
-from tables.definitions import changelog_topic_name
+from loyalty.agents.catalog import DISCOVERY_INTERVAL_S, CatalogFeed
+from loyalty.cli.main import main
+from loyalty.core.catalog import CatalogView
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.schemas.catalog import Reward, encode_reward, load_catalog_file
+from loyalty.schemas.state import RewardStock, encode_stock
+from loyalty.streams.settings import REPO_ROOT, Settings, to_env
+from loyalty.streams.topics import changelog_topic_name, ensure_topics
 from tests.integration.harness import get, isolated_settings, produce
 
 EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"

@@ -7,7 +7,7 @@ import base64
 
 import orjson
 
-from demo.worker_process import WorkerProcess
+from loyalty.demo.worker_process import WorkerProcess
 from tests.integration.harness import TopicReader, isolated_settings, produce
 
 KEY = b"member-dlq"

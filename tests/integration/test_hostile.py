@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from streams.partitioning import owner_partition
-from streams.settings import Settings
-from streams.topics import MAX_MESSAGE_BYTES
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import MAX_MESSAGE_BYTES
 from tests.integration.harness import TopicReader, isolated_settings, start_group
 
 SALES_AROUND = int(os.environ.get("LOYALTY_HOSTILE_SALES", "50"))

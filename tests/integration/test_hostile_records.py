@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from demo.worker_process import WorkerProcess
-from streams.partitioning import owner_partition
-from streams.topics import MAX_MESSAGE_BYTES
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.topics import MAX_MESSAGE_BYTES
 from tests.integration.harness import TopicReader, distinct, isolated_settings
 
 PARTITIONS = 4

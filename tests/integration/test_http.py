@@ -28,13 +28,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from demo.worker_process import WorkerProcess
-from localkafka.broker import free_port
-from streams.openapi import OWNER_HEADER
-from streams.partitioning import owner_partition
-from streams.peers import NONCE_HEADER, PROOF_HEADER, SIGNATURE_HEADER
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from loyalty.agents.openapi import OWNER_HEADER
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka.broker import free_port
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.peers import NONCE_HEADER, PROOF_HEADER, SIGNATURE_HEADER
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import ensure_topics
 from tests.integration.harness import Reply, get, isolated_settings, member_url, wait_for_group
 
 PARTITIONS = 6

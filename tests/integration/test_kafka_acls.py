@@ -15,11 +15,11 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from cli.main import main
-from localkafka import broker
-from localkafka.broker import LOCAL_SASL_USERS, sasl_client_options
-from streams.acls import Grant, acl_plan, apply_plan
-from streams.settings import Settings
+from loyalty.cli.main import main
+from loyalty.localkafka import broker
+from loyalty.localkafka.broker import LOCAL_SASL_USERS, sasl_client_options
+from loyalty.streams.acls import Grant, acl_plan, apply_plan
+from loyalty.streams.settings import Settings
 
 TOPICS = Settings().topics
 

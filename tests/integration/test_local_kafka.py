@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
 
-from localkafka import broker
+from loyalty.localkafka import broker
 
 
 def _create_topic(bootstrap: str) -> str:

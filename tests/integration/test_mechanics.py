@@ -18,10 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
-from demo.worker_process import WorkerProcess
-from streams.settings import Settings
-from streams.topics import ensure_topics, send_daily_commands
-from tables.definitions import changelog_topic_name
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import changelog_topic_name, ensure_topics, send_daily_commands
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
 T0 = datetime.fromisoformat("2026-06-01T08:00:00+02:00")

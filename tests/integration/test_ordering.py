@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from kafka import KafkaProducer
 
-from demo.worker_process import WorkerProcess
-from streams.topics import ensure_topics
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.streams.topics import ensure_topics
 from tests.integration.harness import TopicReader, distinct, isolated_settings
 
 MEMBERS = 96

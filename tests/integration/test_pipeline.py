@@ -18,11 +18,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from demo.worker_process import WorkerProcess
-from schemas.state import decode_state
-from streams.settings import DEFAULT_PROGRAM
-from streams.topics import ensure_topics
-from tables.definitions import changelog_topic_name
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.schemas.state import decode_state
+from loyalty.streams.settings import DEFAULT_PROGRAM
+from loyalty.streams.topics import changelog_topic_name, ensure_topics
 from tests.integration.harness import TopicReader, distinct, isolated_settings, produce
 
 MEMBERS = 100

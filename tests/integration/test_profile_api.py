@@ -23,11 +23,11 @@ from typing import Any
 import orjson
 import pytest
 
-from demo.worker_process import WorkerProcess
-from streams.openapi import EXAMPLE_MEMBER, OWNER_HEADER
-from streams.partitioning import owner_partition
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from loyalty.agents.openapi import EXAMPLE_MEMBER, OWNER_HEADER
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import ensure_topics
 from tests.integration.harness import (
     Reply,
     TopicReader,

@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 import pytest
 
-from demo.worker_process import WorkerProcess
-from schemas.catalog import Reward, encode_reward
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.schemas.catalog import Reward, encode_reward
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import ensure_topics
 from tests.integration.harness import (
     TopicReader,
     get,

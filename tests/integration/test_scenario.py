@@ -43,11 +43,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from demo.worker_process import WorkerProcess
-from schemas.state import decode_state
-from streams.settings import DEFAULT_PROGRAM, Settings
-from streams.topics import ensure_topics, send_daily_commands
-from tables.definitions import changelog_topic_name
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.schemas.state import decode_state
+from loyalty.streams.settings import DEFAULT_PROGRAM, Settings
+from loyalty.streams.topics import changelog_topic_name, ensure_topics, send_daily_commands
 from tests.integration.harness import isolated_settings
 from tests.integration.reference import (
     ACCEPTED,

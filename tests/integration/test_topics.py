@@ -9,8 +9,12 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from streams.topics import TopicLayoutError, ensure_topics
-from tables.definitions import TABLE_NAMES, changelog_topic_name
+from loyalty.streams.topics import (
+    TABLE_NAMES,
+    TopicLayoutError,
+    changelog_topic_name,
+    ensure_topics,
+)
 from tests.integration.harness import isolated_settings
 
 

@@ -1,6 +1,6 @@
 """A worker's life on the real broker: readiness follows the assignment, SIGTERM is honoured
 in every state (running, recovering tables, broker unreachable, past the grace), a crashed
-agent ends the process, state at rest is the worker's user's alone (``streams.worker``,
+agent ends the process, state at rest is the worker's user's alone (``cli.worker``,
 ``agents.health``)."""
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from demo.worker_process import WorkerProcess
-from localkafka.broker import free_port
-from streams.topics import ensure_topics
-from streams.worker import EXIT_CRASHED, EXIT_FORCED, EXIT_OK
-from tables.definitions import changelog_topic_name
+from loyalty.cli.worker import EXIT_CRASHED, EXIT_FORCED, EXIT_OK
+from loyalty.demo.worker_process import WorkerProcess
+from loyalty.localkafka.broker import free_port
+from loyalty.streams.topics import changelog_topic_name, ensure_topics
 from tests.integration.harness import TopicReader, isolated_settings, produce, wait_for_group
 
 SIGTERM_DEADLINE_S = 10.0

@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from schemas.events import MemberEvent, RedemptionStep, Transaction
-from schemas.state import MemberState
-from streams.program import load_program
-from tables.accounts import Outcome, apply_member_event, apply_transaction
+from loyalty.core.accounts import Outcome, apply_member_event, apply_transaction
+from loyalty.core.program import load_program
+from loyalty.schemas.events import MemberEvent, RedemptionStep, Transaction
+from loyalty.schemas.state import MemberState
 
 PROGRAM = load_program(Path("program/default.toml"))
 NOW_MS = 1_795_000_000_000

@@ -3,10 +3,10 @@ from decimal import Decimal
 
 import pytest
 
-from schemas.events import REFUND, Transaction
-from schemas.state import MemberState, decode_state, encode_state
-from streams.rewards import render_transaction
-from tables.accounts import RejectedTransaction, apply_transaction
+from loyalty.core.accounts import RejectedTransaction, apply_transaction
+from loyalty.core.render import render_transaction
+from loyalty.schemas.events import REFUND, Transaction
+from loyalty.schemas.state import MemberState, decode_state, encode_state
 from tests.unit.builders import NOW_MS, PROGRAM, run, sale
 
 T0 = datetime.fromisoformat("2026-11-01T08:00:00+01:00")

@@ -3,8 +3,8 @@
 import pytest
 from kafka.admin import ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourceType
 
-from cli.main import main
-from streams.acls import (
+from loyalty.cli.main import main
+from loyalty.streams.acls import (
     Grant,
     Principals,
     acl_plan,
@@ -14,8 +14,8 @@ from streams.acls import (
     to_acl,
     writers,
 )
-from streams.settings import Settings, TopicNames, from_env, to_env
-from tables.definitions import TABLE_NAMES, changelog_topic_name
+from loyalty.streams.settings import Settings, TopicNames, from_env, to_env
+from loyalty.streams.topics import TABLE_NAMES, changelog_topic_name
 
 SETTINGS = Settings()
 TOPICS = SETTINGS.topics
@@ -218,7 +218,7 @@ def test_the_sasl_login_is_read_from_the_environment_and_kept_out_of_repr():
     ],
 )
 def test_the_local_sasl_broker_refuses_users_it_cannot_write_safely(tmp_path, users, message):
-    from localkafka import broker
+    from loyalty.localkafka import broker
 
     with pytest.raises(broker.BrokerError, match=message):
         broker.start(port=broker.free_port(), data_dir=tmp_path, sasl_users=users)

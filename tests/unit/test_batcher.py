@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agents.batching import Batcher
-from streams.ordering import CoPartitionedOrder
+from loyalty.agents.batching import Batcher
+from loyalty.streams.ordering import CoPartitionedOrder
 
 DEADLINE_S = 5.0
 

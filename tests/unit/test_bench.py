@@ -10,31 +10,31 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.baseline import BaselineResult, scratch_value
-from bench.cluster import Memory, partition_probes
-from bench.faust_floor import format_offsets, parse_offsets
-from bench.options import QUICK, parse_loads, resolve
-from bench.preload import PreloadResult
-from bench.pure_path import PurePathResult, run_pure_path
-from bench.recovery import changelog_records
-from bench.report import Results, rows
-from bench.scale import ScaleResult
-from bench.stats import percentile, rate, ratio, summarize
-from bench.throughput import ThroughputResult, outcome_counts
-from bench.workload import (
+from loyalty.bench.baseline import BaselineResult, scratch_value
+from loyalty.bench.cluster import Memory, partition_probes
+from loyalty.bench.faust_floor import format_offsets, parse_offsets
+from loyalty.bench.options import QUICK, parse_loads, resolve
+from loyalty.bench.preload import PreloadResult
+from loyalty.bench.pure_path import PurePathResult, run_pure_path
+from loyalty.bench.recovery import changelog_records
+from loyalty.bench.report import Results, rows
+from loyalty.bench.scale import ScaleResult
+from loyalty.bench.stats import percentile, rate, ratio, summarize
+from loyalty.bench.throughput import ThroughputResult, outcome_counts
+from loyalty.bench.workload import (
     Mix,
     TransactionGenerator,
     member_events,
     member_ids,
     newsletter_members,
 )
-from schemas.decode import decode_member_event, decode_transaction
-from schemas.state import MemberState, decode_state
-from streams.partitioning import owner_partition
-from streams.program import load_program
-from streams.rewards import render_transaction
-from streams.settings import DEFAULT_PROGRAM
-from tables.accounts import apply_member_event, apply_transaction
+from loyalty.core.accounts import apply_member_event, apply_transaction
+from loyalty.core.program import load_program
+from loyalty.core.render import render_transaction
+from loyalty.schemas.decode import decode_member_event, decode_transaction
+from loyalty.schemas.state import MemberState, decode_state
+from loyalty.streams.partitioning import owner_partition
+from loyalty.streams.settings import DEFAULT_PROGRAM
 
 PROGRAM = load_program(Path("program/default.toml"))
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

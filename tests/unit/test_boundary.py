@@ -17,9 +17,9 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-import agents.batching
-from agents.accounts import PROCESSING_ERROR, AccountProcessor
-from agents.batching import (
+import loyalty.agents.batching
+from loyalty.agents.accounts import PROCESSING_ERROR, AccountProcessor
+from loyalty.agents.batching import (
     MAX_RECORD_BYTES,
     OUTPUT_TOO_LARGE,
     STATE_TOO_LARGE,
@@ -27,12 +27,22 @@ from agents.batching import (
     check_outputs,
     check_state,
 )
-from agents.catalog import CatalogFeed
-from agents.deadletters import KEPT_BYTES, KEPT_KEY_BYTES, dead_letter
-from agents.redemptions import RedemptionProcessor
-from agents.referrals import ReferralProcessor
-from schemas import decode
-from schemas.decode import (
+from loyalty.agents.catalog import CatalogFeed
+from loyalty.agents.deadletters import KEPT_BYTES, KEPT_KEY_BYTES, dead_letter
+from loyalty.agents.redemptions import RedemptionProcessor
+from loyalty.agents.referrals import ReferralProcessor
+from loyalty.core import codes, saga
+from loyalty.core.accounts import (
+    UNKNOWN_HOLD,
+    UNKNOWN_REFERRAL_CLAIM,
+    RejectedTransaction,
+    apply_member_event,
+    apply_redemption_step,
+    apply_referral_outcome,
+)
+from loyalty.core.catalog import CatalogView
+from loyalty.schemas import decode
+from loyalty.schemas.decode import (
     INVALID_TIMESTAMP,
     INVALID_TYPE,
     INVALID_VALUE,
@@ -44,7 +54,7 @@ from schemas.decode import (
     decode_saga_reply,
     decode_stock_command,
 )
-from schemas.events import (
+from loyalty.schemas.events import (
     ACCEPTED,
     FULFILLED,
     REFEREE,
@@ -56,21 +66,10 @@ from schemas.events import (
     RedemptionStep,
     ReferralOutcome,
 )
-from schemas.state import MemberState, Redemption, decode_state, encode_state
-from streams import codes
-from streams import redemptions as saga
-from streams.catalog import CatalogView
-from streams.partitioning import WRONG_PARTITION, check_placement, owner_partition
-from streams.settings import Settings, from_env, to_env
-from streams.topics import MAX_MESSAGE_BYTES
-from tables.accounts import (
-    UNKNOWN_HOLD,
-    UNKNOWN_REFERRAL_CLAIM,
-    RejectedTransaction,
-    apply_member_event,
-    apply_redemption_step,
-    apply_referral_outcome,
-)
+from loyalty.schemas.state import MemberState, Redemption, decode_state, encode_state
+from loyalty.streams.partitioning import WRONG_PARTITION, check_placement, owner_partition
+from loyalty.streams.settings import Settings, from_env, to_env
+from loyalty.streams.topics import MAX_MESSAGE_BYTES
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event
 
 T0 = datetime(2026, 5, 1, 10, tzinfo=UTC)
@@ -373,12 +372,12 @@ def test_a_record_of_an_internal_topic_must_sit_on_its_keys_partition() -> None:
 
 def test_size_checks() -> None:
     assert check_state(b"x" * 10, 10) == b"x" * 10
-    with pytest.raises(agents.batching.Unstorable) as raised:
+    with pytest.raises(loyalty.agents.batching.Unstorable) as raised:
         check_state(b"x" * 11, 10)
     assert raised.value.reason == STATE_TOO_LARGE
     fits = ("t", b"k", b"v" * MAX_RECORD_BYTES, None)
     assert check_outputs([fits]) == [fits]
-    with pytest.raises(agents.batching.Unstorable) as raised:
+    with pytest.raises(loyalty.agents.batching.Unstorable) as raised:
         check_outputs([fits, ("t", b"k", fits[2] + b"v", None)])
     assert raised.value.reason == OUTPUT_TOO_LARGE
     assert MAX_RECORD_BYTES < MAX_MESSAGE_BYTES
@@ -540,7 +539,7 @@ def test_a_failed_record_leaves_nothing_in_the_batch_and_its_neighbours_apply(
             raise TypeError("Integer exceeds 64-bit range")
         return encode_state(state)
 
-    monkeypatch.setattr("agents.accounts.encode_state", encode_unless_poisoned)
+    monkeypatch.setattr("loyalty.agents.accounts.encode_state", encode_unless_poisoned)
     processor = account_processor()
     key = MEMBER.encode()
     good = [on_owner(TOPICS.transactions, key, sale_value(f"t-{n}"), n) for n in (1, 3)]
@@ -584,7 +583,7 @@ def test_a_record_that_would_make_the_state_too_large_is_dead_lettered() -> None
 
 
 def test_an_output_above_the_producer_limit_is_dead_lettered(monkeypatch) -> None:
-    monkeypatch.setattr(agents.batching, "MAX_RECORD_BYTES", 300)
+    monkeypatch.setattr(loyalty.agents.batching, "MAX_RECORD_BYTES", 300)
     processor = account_processor()
     batch = run(processor, on_owner(TOPICS.transactions, MEMBER.encode(), sale_value("t-1")))
     assert [letter["reason"] for letter in letters(batch)] == [OUTPUT_TOO_LARGE]

@@ -13,14 +13,20 @@ import orjson
 import pytest
 import schemathesis
 
-from agents.catalog import catalog_answer
-from agents.profiles import RETRY_AFTER_S, member_redemptions, redemptions_answer
-from cli.main import main
-from schemas.catalog import CatalogError, Reward, decode_reward, encode_reward, load_catalog_file
-from schemas.state import MemberState, Redemption, RewardStock, encode_state, encode_stock
-from streams.catalog import CatalogView
-from streams.openapi import OPENAPI_DOCUMENT
-from streams.settings import REPO_ROOT
+from loyalty.agents.catalog import catalog_answer
+from loyalty.agents.openapi import OPENAPI_DOCUMENT
+from loyalty.agents.profiles import RETRY_AFTER_S, member_redemptions, redemptions_answer
+from loyalty.cli.main import main
+from loyalty.core.catalog import CatalogView
+from loyalty.schemas.catalog import (
+    CatalogError,
+    Reward,
+    decode_reward,
+    encode_reward,
+    load_catalog_file,
+)
+from loyalty.schemas.state import MemberState, Redemption, RewardStock, encode_state, encode_stock
+from loyalty.streams.settings import REPO_ROOT
 from tests.unit.builders import MEMBER
 
 EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"

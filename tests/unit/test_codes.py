@@ -1,4 +1,4 @@
-from streams import codes
+from loyalty.core import codes
 
 
 def test_codes_use_no_look_alike_characters():

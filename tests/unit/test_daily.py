@@ -3,10 +3,10 @@
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from schemas.state import MemberState
-from streams.rewards import render_daily
-from streams.topics import daily_commands
-from tables.accounts import apply_daily
+from loyalty.core.accounts import apply_daily
+from loyalty.core.render import render_daily
+from loyalty.schemas.state import MemberState
+from loyalty.streams.topics import daily_commands
 from tests.unit.builders import NOW_MS, PROGRAM, member_event, run, sale
 
 PROGRAM_ZONE = ZoneInfo(PROGRAM.timezone)

@@ -5,9 +5,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-import streams.topics
-from cli.main import main
-from schemas.decode import (
+import loyalty.streams.topics
+from loyalty.cli.main import main
+from loyalty.core.program import load_program
+from loyalty.schemas.decode import (
     InvalidEvent,
     check_daily_date,
     decode_daily_command,
@@ -17,9 +18,8 @@ from schemas.decode import (
     latest_daily_date,
     load_object,
 )
-from schemas.ids import is_identifier, is_typed_code
-from streams.program import load_program
-from streams.settings import from_env
+from loyalty.schemas.ids import is_identifier, is_typed_code
+from loyalty.streams.settings import from_env
 
 LIMIT = 65536
 NOT_AFTER_MS = 1_767_600_451_000
@@ -528,8 +528,8 @@ def test_loyalty_daily_refuses_a_date_out_of_bounds_before_sending(
     def refuse(*args, **kwargs):
         raise AssertionError("nothing may be sent for a refused date")
 
-    monkeypatch.setattr(streams.topics, "ensure_topics", refuse)
-    monkeypatch.setattr(streams.topics, "send_daily_commands", refuse)
+    monkeypatch.setattr(loyalty.streams.topics, "ensure_topics", refuse)
+    monkeypatch.setattr(loyalty.streams.topics, "send_daily_commands", refuse)
     assert main(["daily", "--date", day]) == 2
     error = capsys.readouterr().err
     assert day in error and message in error
@@ -537,9 +537,9 @@ def test_loyalty_daily_refuses_a_date_out_of_bounds_before_sending(
 
 def test_loyalty_daily_sends_a_date_up_to_tomorrow(monkeypatch):
     sent = []
-    monkeypatch.setattr(streams.topics, "ensure_topics", lambda settings: [])
+    monkeypatch.setattr(loyalty.streams.topics, "ensure_topics", lambda settings: [])
     monkeypatch.setattr(
-        streams.topics, "send_daily_commands", lambda settings, day: sent.append(day) or 8
+        loyalty.streams.topics, "send_daily_commands", lambda settings, day: sent.append(day) or 8
     )
     timezone = load_program(from_env().program_path).timezone
     latest = latest_daily_date(time.time_ns() // 1_000_000, timezone)

@@ -19,7 +19,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.decode import (
+from loyalty.schemas.decode import (
     InvalidEvent,
     decode_daily_command,
     decode_member_event,
@@ -27,7 +27,7 @@ from schemas.decode import (
     decode_transaction,
     load_object,
 )
-from schemas.ids import ID_PATTERN, TYPED_CODE_PATTERN
+from loyalty.schemas.ids import ID_PATTERN, TYPED_CODE_PATTERN
 
 LIMIT = 65_536
 LATEST = date(2026, 12, 5)

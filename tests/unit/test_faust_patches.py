@@ -9,10 +9,10 @@ from aiokafka.structs import TopicPartition
 from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
-from localkafka.broker import free_port
-from streams import faust_patches
-from streams.app import create_app
-from streams.settings import Settings
+from loyalty.agents.topology import create_app
+from loyalty.localkafka.broker import free_port
+from loyalty.streams import faust_patches
+from loyalty.streams.settings import Settings
 
 
 def test_worker_consumer_fetch_wait_comes_from_settings(tmp_path):

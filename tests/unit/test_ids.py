@@ -2,7 +2,7 @@ from uuid import uuid5
 
 import pytest
 
-from streams.ids import _NAMESPACE, derive_id
+from loyalty.core.ids import _NAMESPACE, derive_id
 
 
 @pytest.mark.parametrize(

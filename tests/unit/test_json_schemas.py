@@ -31,60 +31,28 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-import agents.batching
-import schemas.outputs
-import streams.partitioning
-import streams.profile
-import streams.redemptions
-import streams.rewards
-import tables.accounts
-from agents.accounts import PROCESSING_ERROR
-from agents.batching import OUTPUT_TOO_LARGE, STATE_TOO_LARGE
-from agents.deadletters import dead_letter
-from agents.referrals import claim_status
-from schemas import decode
-from schemas.decode import (
-    InvalidEvent,
-    decode_member_command,
-    decode_member_event,
-    decode_redemption,
-    decode_transaction,
+import loyalty.agents.batching
+import loyalty.core.accounts
+import loyalty.core.profile
+import loyalty.core.render
+import loyalty.core.saga
+import loyalty.schemas.outputs
+import loyalty.streams.partitioning
+from loyalty.agents.accounts import PROCESSING_ERROR
+from loyalty.agents.batching import OUTPUT_TOO_LARGE, STATE_TOO_LARGE
+from loyalty.agents.deadletters import dead_letter
+from loyalty.agents.referrals import claim_status
+from loyalty.core import codes, saga
+from loyalty.core import coupons as wallet
+from loyalty.core.accounts import (
+    apply_daily,
+    apply_member_event,
+    apply_redemption_step,
+    apply_referral_outcome,
+    apply_transaction,
 )
-from schemas.events import (
-    ACCEPTED,
-    CANCELLED,
-    FULFILLED,
-    MEMBER_EVENT_TYPES,
-    REDEMPTION_TYPES,
-    REFEREE,
-    REFERRER,
-    TRANSACTION_TYPES,
-    UNKNOWN_REFERRAL_CODE,
-    MemberEvent,
-    RedemptionMessage,
-    RedemptionStep,
-    ReferralOutcome,
-    Transaction,
-)
-from schemas.ids import ID_PATTERN, MAX_ID_LENGTH, TYPED_CODE_PATTERN
-from schemas.outputs import (
-    BIRTHDAY_BONUS,
-    COUPON_BONUS,
-    EXPIRY,
-    FUEL_POINTS,
-    MISSION_BONUS,
-    REDEMPTION,
-    REDEMPTION_REFUND,
-    REFERRAL_BONUS,
-    REFUND_REVERSAL,
-    WELCOME_BONUS,
-)
-from schemas.state import MemberState, decode_state
-from streams import codes
-from streams import redemptions as saga
-from streams.partitioning import WRONG_PARTITION
-from streams.program import load_program
-from streams.rewards import (
+from loyalty.core.program import load_program
+from loyalty.core.render import (
     BIRTHDAY,
     COUPON_ISSUED,
     DAILY_SOURCE,
@@ -109,15 +77,46 @@ from streams.rewards import (
     render_referral,
     render_transaction,
 )
-from streams.segments import ENTERED, LEFT
-from tables import coupons as wallet
-from tables.accounts import (
-    apply_daily,
-    apply_member_event,
-    apply_redemption_step,
-    apply_referral_outcome,
-    apply_transaction,
+from loyalty.core.segments import ENTERED, LEFT
+from loyalty.schemas import decode
+from loyalty.schemas.decode import (
+    InvalidEvent,
+    decode_member_command,
+    decode_member_event,
+    decode_redemption,
+    decode_transaction,
 )
+from loyalty.schemas.events import (
+    ACCEPTED,
+    CANCELLED,
+    FULFILLED,
+    MEMBER_EVENT_TYPES,
+    REDEMPTION_TYPES,
+    REFEREE,
+    REFERRER,
+    TRANSACTION_TYPES,
+    UNKNOWN_REFERRAL_CODE,
+    MemberEvent,
+    RedemptionMessage,
+    RedemptionStep,
+    ReferralOutcome,
+    Transaction,
+)
+from loyalty.schemas.ids import ID_PATTERN, MAX_ID_LENGTH, TYPED_CODE_PATTERN
+from loyalty.schemas.outputs import (
+    BIRTHDAY_BONUS,
+    COUPON_BONUS,
+    EXPIRY,
+    FUEL_POINTS,
+    MISSION_BONUS,
+    REDEMPTION,
+    REDEMPTION_REFUND,
+    REFERRAL_BONUS,
+    REFUND_REVERSAL,
+    WELCOME_BONUS,
+)
+from loyalty.schemas.state import MemberState, decode_state
+from loyalty.streams.partitioning import WRONG_PARTITION
 from tests.unit.test_boundary import PARTITIONS, TOPICS, account_processor, on_owner
 from tests.unit.test_boundary import run as run_batch
 from tests.unit.test_redemptions import Bus, Catalog, Reward
@@ -1140,7 +1139,7 @@ KNOWN_LEDGER_REASONS = SCENARIO_LEDGER_REASONS | {
     REDEMPTION,
     REDEMPTION_REFUND,
 }
-"""Every ledger reason the engine emits (checked against tables/accounts.py below)."""
+"""Every ledger reason the engine emits (checked against core/accounts.py below)."""
 KNOWN_NOTIFICATION_KINDS = SCENARIO_NOTIFICATION_KINDS | {
     WIN_BACK,
     BIRTHDAY,
@@ -1151,7 +1150,7 @@ KNOWN_NOTIFICATION_KINDS = SCENARIO_NOTIFICATION_KINDS | {
     REDEMPTION_REJECTED,
     REDEMPTION_CANCELLED,
 }
-"""Every notification kind the engine emits (checked against streams/rewards.py below)."""
+"""Every notification kind the engine emits (checked against core/render.py below)."""
 KNOWN_SOURCE_TYPES = {
     *TRANSACTION_TYPES,
     *MEMBER_EVENT_TYPES,
@@ -1159,7 +1158,7 @@ KNOWN_SOURCE_TYPES = {
     REFERRAL_SOURCE,
     REDEMPTION_SOURCE,
 }
-"""Every reward ``source_type`` the engine emits (checked against streams/rewards.py below)."""
+"""Every reward ``source_type`` the engine emits (checked against core/render.py below)."""
 KNOWN_COUPON_STATUSES = {
     wallet.REDEEMED,
     wallet.UNKNOWN_COUPON,
@@ -1760,7 +1759,7 @@ CATALOG = Catalog(
         ),
     }
 )
-"""Stands in for the catalog view of the workers (``streams.redemptions.Catalog``)."""
+"""Stands in for the catalog view of the workers (``loyalty.core.saga.Catalog``)."""
 
 REDEMPTION_MESSAGES: list[dict[str, Any]] = [
     # the scenario leaves the member 1,000 points: the last car wash, 450
@@ -2175,10 +2174,10 @@ def _reasons_raised(module: Any, exception: str) -> set[str]:
 
 def test_every_dead_letter_reason_the_engine_produces_is_documented():
     decoder_reasons = _reasons_raised(decode, "InvalidEvent")
-    account_reasons = _reasons_raised(tables.accounts, "RejectedTransaction")
-    saga_reasons = _reasons_raised(streams.redemptions, "RejectedStationMessage")
-    placement_reasons = _reasons_raised(streams.partitioning, "InvalidEvent")
-    storage_reasons = _reasons_raised(agents.batching, "Unstorable")
+    account_reasons = _reasons_raised(loyalty.core.accounts, "RejectedTransaction")
+    saga_reasons = _reasons_raised(loyalty.core.saga, "RejectedStationMessage")
+    placement_reasons = _reasons_raised(loyalty.streams.partitioning, "InvalidEvent")
+    storage_reasons = _reasons_raised(loyalty.agents.batching, "Unstorable")
     # the scan found them
     assert (len(decoder_reasons), len(account_reasons), len(saga_reasons)) == (12, 6, 3)
     assert placement_reasons == {WRONG_PARTITION}
@@ -2246,7 +2245,7 @@ def _pair_heads(module: Any, constants: dict[str, str]) -> set[str]:
     """The ``constants`` that lead a ``(constant, value)`` pair anywhere in ``module``, directly
     or through a local or module-level name assigned from them (``kind = A if ... else B``,
     ``kind = NOTICES.get(status)``): the ``(reason, points)`` ledger entries of
-    tables/accounts.py, the ``(kind, data)`` messages of streams/rewards.py."""
+    core/accounts.py, the ``(kind, data)`` messages of core/render.py."""
     tree = ast.parse(inspect.getsource(module))
     module_level = _assignments(tree, walk=False)
     found: set[str] = set()
@@ -2266,11 +2265,11 @@ def _pair_heads(module: Any, constants: dict[str, str]) -> set[str]:
 
 
 def _reward_source_types() -> set[str]:
-    """The ``source_type`` of every reward event streams/rewards.py builds: a constant of
+    """The ``source_type`` of every reward event core/render.py builds: a constant of
     the module, or the ``type`` of the input transaction or member event."""
-    constants = _str_constants(streams.rewards)
+    constants = _str_constants(loyalty.core.render)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(inspect.getsource(streams.rewards))):
+    for node in ast.walk(ast.parse(inspect.getsource(loyalty.core.render))):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             continue
         if node.func.id == "_reward":
@@ -2291,9 +2290,9 @@ def _reward_source_types() -> set[str]:
 def test_every_reason_kind_and_source_type_the_engine_emits_is_known():
     """Read from the code, so a new one fails here until it joins its KNOWN set, and then
     the test below until the schema lists it; every one is also rendered above."""
-    ledger_reasons = _pair_heads(tables.accounts, _str_constants(schemas.outputs))
+    ledger_reasons = _pair_heads(loyalty.core.accounts, _str_constants(loyalty.schemas.outputs))
     assert ledger_reasons == KNOWN_LEDGER_REASONS
-    kinds = _pair_heads(streams.rewards, _str_constants(streams.rewards))
+    kinds = _pair_heads(loyalty.core.render, _str_constants(loyalty.core.render))
     assert kinds == KNOWN_NOTIFICATION_KINDS
     assert _reward_source_types() == KNOWN_SOURCE_TYPES
 
@@ -2515,11 +2514,13 @@ def _drive(values: list[tuple[str, dict[str, Any]]]) -> Observed:
             value = {**value, "coupon_codes": [coupon]}
         batch = run_batch(processor, on_owner(topic, key, orjson.dumps(value), offset))
     db = processor.tables[processor.members].data._db_for_partition(
-        streams.partitioning.owner_partition(key, PARTITIONS)
+        loyalty.streams.partitioning.owner_partition(key, PARTITIONS)
     )
     value = db.get(key)
     state = decode_state(value)
-    probes: list[Any] = [streams.profile.member_profile(MEMBER, state, PROGRAM, 1_777_900_000_000)]
+    probes: list[Any] = [
+        loyalty.core.profile.member_profile(MEMBER, state, PROGRAM, 1_777_900_000_000)
+    ]
     later = decode_transaction(orjson.dumps(sale(occurred_at=_clock(PROBE_DAY, 18))), MAX_BYTES)
     after, outcome = apply_transaction(state, later, PROGRAM, 1)
     probes.append(render_transaction(later, outcome.applied, after, PROGRAM))

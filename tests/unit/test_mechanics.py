@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.events import MemberEvent, Transaction
-from schemas.state import MemberState, decode_state, encode_state
-from streams import codes
-from streams.rewards import render_member_event, render_transaction
-from tables.accounts import RejectedTransaction, apply_member_event, apply_transaction
+from loyalty.core import codes
+from loyalty.core.accounts import RejectedTransaction, apply_member_event, apply_transaction
+from loyalty.core.render import render_member_event, render_transaction
+from loyalty.schemas.events import MemberEvent, Transaction
+from loyalty.schemas.state import MemberState, decode_state, encode_state
 from tests.unit import builders
 from tests.unit.builders import NOW_MS, PROGRAM, run
 
@@ -190,7 +190,7 @@ def test_profile_updates_keep_absent_fields_and_duplicates_change_nothing():
 def test_discount_coupons_are_validated_and_marked_used_for_the_pos():
     import tomllib
 
-    from streams.program import parse_program
+    from loyalty.core.program import parse_program
 
     data = tomllib.loads(Path("program/default.toml").read_text())
     data["coupons"]["newsletter"] = {"benefit": "discount_percent", "value": 10, "valid_days": 30}

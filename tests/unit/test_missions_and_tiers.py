@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.state import MemberState
-from streams.program import Mission
-from streams.rules import earned_in_window, mission_completed, tier_as_of_day
-from tables.accounts import apply_daily, apply_transaction
+from loyalty.core.accounts import apply_daily, apply_transaction
+from loyalty.core.program import Mission
+from loyalty.core.rules import earned_in_window, mission_completed, tier_as_of_day
+from loyalty.schemas.state import MemberState
 from tests.unit import builders
 from tests.unit.builders import NOW_MS, PROGRAM, run
 

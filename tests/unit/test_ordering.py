@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.accounts import member_inputs_by_rank
-from streams.ordering import CoPartitionedOrder
-from streams.settings import TopicNames
+from loyalty.agents.accounts import member_inputs_by_rank
+from loyalty.streams.ordering import CoPartitionedOrder
+from loyalty.streams.settings import TopicNames
 
 MEMBERS, TRANSACTIONS, COMMANDS = "members", "transactions", "member-commands"
 TOPICS = (MEMBERS, TRANSACTIONS, COMMANDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.peers import (
+from loyalty.streams.peers import (
     PeerHosts,
     answer_is_proven,
     answer_proof,
@@ -14,7 +14,7 @@ from streams.peers import (
     request_is_signed,
     request_signature,
 )
-from streams.settings import DEFAULT_PEER_HOSTS
+from loyalty.streams.settings import DEFAULT_PEER_HOSTS
 
 LOOPBACK = PeerHosts.parse(DEFAULT_PEER_HOSTS)
 TOKEN = "t" * 64

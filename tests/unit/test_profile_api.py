@@ -12,7 +12,8 @@ import orjson
 import pytest
 import schemathesis
 
-from agents.profiles import (
+from loyalty.agents.openapi import OPENAPI_DOCUMENT
+from loyalty.agents.profiles import (
     RETRY_AFTER_S,
     Answer,
     Forward,
@@ -29,13 +30,12 @@ from agents.profiles import (
     route,
     unproven_answer,
 )
-from schemas.decode import InvalidEvent, decode_transaction
-from schemas.state import MemberState, encode_state
-from streams.openapi import OPENAPI_DOCUMENT
-from streams.peers import PROOF_HEADER, PeerHosts, answer_proof, new_nonce
-from streams.profile import MAX_LEDGER_LIMIT, member_profile
-from streams.rewards import render_transaction
-from tables.accounts import apply_transaction, remember_ledger
+from loyalty.core.accounts import apply_transaction, remember_ledger
+from loyalty.core.profile import MAX_LEDGER_LIMIT, member_profile
+from loyalty.core.render import render_transaction
+from loyalty.schemas.decode import InvalidEvent, decode_transaction
+from loyalty.schemas.state import MemberState, encode_state
+from loyalty.streams.peers import PROOF_HEADER, PeerHosts, answer_proof, new_nonce
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, sale
 
 

@@ -8,21 +8,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.events import Transaction
-from schemas.outputs import COUPON_BONUS
-from schemas.state import MemberState, decode_state, encode_state
-from streams.predicates import PredicateError, compile_predicate
-from streams.profile import member_profile
-from streams.program import ProgramError, load_program, parse_program
-from streams.rewards import render_daily, render_member_event, render_transaction
-from tables.accounts import (
+from loyalty.core.accounts import (
     LEDGER_HISTORY,
     apply_daily,
     apply_member_event,
     apply_transaction,
     remember_ledger,
 )
-from tables.stats import LONGEST_WINDOW_DAYS
+from loyalty.core.predicates import PredicateError, compile_predicate
+from loyalty.core.profile import member_profile
+from loyalty.core.program import ProgramError, load_program, parse_program
+from loyalty.core.render import render_daily, render_member_event, render_transaction
+from loyalty.core.stats import LONGEST_WINDOW_DAYS
+from loyalty.schemas.events import Transaction
+from loyalty.schemas.outputs import COUPON_BONUS
+from loyalty.schemas.state import MemberState, decode_state, encode_state
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, member_event, run
 
 ZONE = ZoneInfo(PROGRAM.timezone)

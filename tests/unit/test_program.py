@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.program import ProgramError, load_program
-from streams.settings import DEFAULT_PROGRAM
+from loyalty.core.program import ProgramError, load_program
+from loyalty.streams.settings import DEFAULT_PROGRAM
 
 VALID = DEFAULT_PROGRAM.read_text()
 
@@ -79,7 +79,7 @@ def test_missing_program_file_is_rejected(tmp_path):
 
 
 def test_the_worker_refuses_to_start_with_an_invalid_program(tmp_path, monkeypatch, capsys):
-    from cli.main import main
+    from loyalty.cli.main import main
 
     path = write(tmp_path, VALID.replace("points = 100", "points = -5", 1))
     monkeypatch.setenv("LOYALTY_PROGRAM", str(path))

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from schemas.decode import decode_member_command
-from schemas.events import CANCELLED, FULFILLED, REDEMPTION_REQUEST, RedemptionMessage
-from schemas.outputs import REDEMPTION, REDEMPTION_REFUND
-from schemas.state import MemberState, RedemptionRequest, RewardStock
-from streams import redemptions as saga
-from streams.rewards import render_redemption
-from tables.accounts import apply_redemption_step, held_points
+from loyalty.core import saga
+from loyalty.core.accounts import apply_redemption_step, held_points
+from loyalty.core.render import render_redemption
+from loyalty.schemas.decode import decode_member_command
+from loyalty.schemas.events import CANCELLED, FULFILLED, REDEMPTION_REQUEST, RedemptionMessage
+from loyalty.schemas.outputs import REDEMPTION, REDEMPTION_REFUND
+from loyalty.schemas.state import MemberState, RedemptionRequest, RewardStock
 from tests.unit.builders import NOW_MS, PROGRAM
 
 T0 = datetime(2026, 5, 1, 10, tzinfo=UTC)
@@ -260,7 +260,7 @@ def test_reason_texts_need_the_english_fallback():
     import tomllib
     from pathlib import Path
 
-    from streams.program import ProgramError, parse_program
+    from loyalty.core.program import ProgramError, parse_program
 
     data = tomllib.loads(Path("program/default.toml").read_text(encoding="utf-8"))
     del data["notifications"]["reason_texts"]["en"]

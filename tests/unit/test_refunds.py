@@ -11,14 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.events import REFUND, Transaction
-from schemas.state import MemberState
-from streams import redemptions as saga
-from streams.program import CouponOffer
-from streams.rules import reversal_points
-from tables import coupons as wallet
-from tables import lots
-from tables.accounts import (
+from loyalty.core import coupons as wallet
+from loyalty.core import lots, saga
+from loyalty.core.accounts import (
     RejectedTransaction,
     apply_daily,
     apply_member_event,
@@ -26,6 +21,10 @@ from tables.accounts import (
     apply_transaction,
     day_of,
 )
+from loyalty.core.program import CouponOffer
+from loyalty.core.rules import reversal_points
+from loyalty.schemas.events import REFUND, Transaction
+from loyalty.schemas.state import MemberState
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, hold, member_event, sale
 
 DAY_S = 86_400

@@ -8,24 +8,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from schemas.events import (
-    ACCEPTED,
-    REFEREE,
-    MemberEvent,
-    ReferralOutcome,
-    Transaction,
-)
-from schemas.state import MemberState, decode_state, encode_state
-from streams import redemptions as saga
-from streams.rewards import (
-    Outputs,
-    render_daily,
-    render_member_event,
-    render_redemption,
-    render_referral,
-    render_transaction,
-)
-from tables.accounts import (
+from loyalty.core import saga
+from loyalty.core.accounts import (
     RejectedTransaction,
     apply_daily,
     apply_member_event,
@@ -34,6 +18,22 @@ from tables.accounts import (
     apply_transaction,
     content_fingerprint,
 )
+from loyalty.core.render import (
+    Outputs,
+    render_daily,
+    render_member_event,
+    render_redemption,
+    render_referral,
+    render_transaction,
+)
+from loyalty.schemas.events import (
+    ACCEPTED,
+    REFEREE,
+    MemberEvent,
+    ReferralOutcome,
+    Transaction,
+)
+from loyalty.schemas.state import MemberState, decode_state, encode_state
 from tests.unit.builders import MEMBER, NOW_MS, PROGRAM, hold, member_event, sale
 
 T0 = datetime.fromisoformat("2026-03-10T10:00:00+01:00")

@@ -2,8 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from streams.program import FuelPointsRule
-from streams.rules import fuel_points, reversal_points
+from loyalty.core.program import FuelPointsRule
+from loyalty.core.rules import fuel_points, reversal_points
 
 DEFAULT = FuelPointsRule(
     points_per_liter=Decimal(1), volume_threshold_liters=Decimal(15), volume_multiplier=Decimal(2)

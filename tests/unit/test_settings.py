@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from streams.settings import Settings, from_env, to_env
+from loyalty.streams.settings import Settings, from_env, to_env
 
 
 def test_defaults_without_environment():

@@ -5,10 +5,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from schemas import state as state_module
-from schemas.events import REFUND
-from schemas.state import AppliedEvent, AppliedLog, MemberState, decode_state, encode_state
-from tables.accounts import apply_transaction
+from loyalty.core.accounts import apply_transaction
+from loyalty.schemas import state as state_module
+from loyalty.schemas.events import REFUND
+from loyalty.schemas.state import AppliedEvent, AppliedLog, MemberState, decode_state, encode_state
 from tests.unit.builders import NOW_MS, PROGRAM, member_event, run, sale
 
 T0 = datetime.fromisoformat("2026-11-01T08:00:00+01:00")

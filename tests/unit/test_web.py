@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from agents.web import is_public_page, request_target_error
-from streams.openapi import OPENAPI_DOCUMENT
+from loyalty.agents.openapi import OPENAPI_DOCUMENT
+from loyalty.agents.web import is_public_page, request_target_error
 
 
 def test_every_documented_page_is_served():

@@ -1,5 +1,5 @@
 """The worker's lifecycle parts without Kafka: the exit deadline, the data directory's mode,
-the agent supervisor, readiness answers (``streams.worker``, ``streams.app``,
+the agent supervisor, readiness answers (``cli.worker``, ``streams.app``,
 ``agents.health``)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from mode import Service
 from mode.supervisors import OneForOneSupervisor
 
-from agents.health import Readiness
-from streams.app import AgentSupervisor
-from streams.openapi import OPENAPI_DOCUMENT
-from streams.settings import Settings
-from streams.topics import deadletter_configs, deadletter_retention_ms
-from streams.worker import EXIT_FORCED, prepare_data_dir
+from loyalty.agents.health import Readiness
+from loyalty.agents.openapi import OPENAPI_DOCUMENT
+from loyalty.cli.worker import EXIT_FORCED, prepare_data_dir
+from loyalty.streams.app import AgentSupervisor
+from loyalty.streams.settings import Settings
+from loyalty.streams.topics import deadletter_configs, deadletter_retention_ms
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def run_python(code: str, timeout: float) -> tuple[int, str, float]:
 def test_an_armed_deadline_ends_a_process_stuck_in_its_main_thread():
     code, stderr, took = run_python(
         "import logging, threading\n"
-        "from streams.worker import ExitDeadline\n"
+        "from cli.worker import ExitDeadline\n"
         "logging.basicConfig()\n"
         "deadline = ExitDeadline(0.2)\n"
         "deadline.arm(3, 'the test')\n"
@@ -56,7 +56,7 @@ def test_an_armed_deadline_ends_a_process_stuck_in_its_main_thread():
 
 def test_a_process_that_ends_in_time_is_not_cut_short():
     code, _, _ = run_python(
-        "from streams.worker import ExitDeadline\n"
+        "from cli.worker import ExitDeadline\n"
         "ExitDeadline(30).arm(3, 'the test')\n"
         "raise SystemExit(0)  # the timer thread is a daemon: it does not hold the exit\n",
         timeout=20,

@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.state import MemberState
-from streams.program import Program
-from streams.rewards import iso_from_ms
-from streams.rules import earned_in_window, tier_named
-from streams.segments import rfm_scores
-from tables.accounts import LEDGER_HISTORY
-from tables.stats import figures
+from loyalty.core.accounts import LEDGER_HISTORY
+from loyalty.core.program import Program
+from loyalty.core.render import iso_from_ms
+from loyalty.core.rules import earned_in_window, tier_named
+from loyalty.core.segments import rfm_scores
+from loyalty.core.stats import figures
+from loyalty.schemas.state import MemberState
 
 DEFAULT_LEDGER_LIMIT = 20
 MAX_LEDGER_LIMIT = LEDGER_HISTORY

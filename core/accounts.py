@@ -20,7 +20,21 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import (
+from loyalty.core import codes, lots, saga, stats
+from loyalty.core import coupons as wallet
+from loyalty.core.program import Program
+from loyalty.core.rules import (
+    earned_in_window,
+    fuel_points,
+    is_birthday,
+    mission_completed,
+    reversal_points,
+    tier_as_of_day,
+    tier_for,
+    tier_named,
+)
+from loyalty.core.segments import ENTERED, changes, segments_of
+from loyalty.schemas.events import (
     ACCEPTED,
     CANCELLED,
     CONSENTS_CHANGED,
@@ -35,7 +49,7 @@ from schemas.events import (
     ReferralOutcome,
     Transaction,
 )
-from schemas.outputs import (
+from loyalty.schemas.outputs import (
     BIRTHDAY_BONUS,
     COUPON_BONUS,
     EXPIRY,
@@ -48,23 +62,7 @@ from schemas.outputs import (
     WELCOME_BONUS,
     LedgerEntry,
 )
-from schemas.state import AppliedEvent, Coupon, MemberState, Profile, Redemption, Stats
-from streams import codes
-from streams import redemptions as saga
-from streams.program import Program
-from streams.rules import (
-    earned_in_window,
-    fuel_points,
-    is_birthday,
-    mission_completed,
-    reversal_points,
-    tier_as_of_day,
-    tier_for,
-    tier_named,
-)
-from streams.segments import ENTERED, changes, segments_of
-from tables import coupons as wallet
-from tables import lots, stats
+from loyalty.schemas.state import AppliedEvent, Coupon, MemberState, Profile, Redemption, Stats
 
 # Dead-letter reasons produced here.
 UNKNOWN_ORIGINAL_TRANSACTION = "unknown_original_transaction"
@@ -675,7 +673,7 @@ def held_points(state: MemberState) -> int:
 def apply_redemption_step(
     state: MemberState, step: RedemptionStep, program: Program, processed_ms: int
 ) -> tuple[MemberState, Outcome]:
-    """One step of a redemption at the member's partition (``streams.redemptions``):
+    """One step of a redemption at the member's partition (``core.saga``):
 
     - ``hold``: set the points aside if the available balance (balance less held points)
       covers them and the reward's per-member limit allows; else reject;

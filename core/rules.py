@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 
-from streams.program import FuelPointsRule, Mission, Tier
+from loyalty.core.program import FuelPointsRule, Mission, Tier
 
 VOLUME_MULTIPLIER = "volume"
 _DAY_S = 86_400

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from schemas.state import Coupon
-from streams import codes
-from streams.program import CouponOffer
+from loyalty.core import codes
+from loyalty.core.program import CouponOffer
+from loyalty.schemas.state import Coupon
 
 REDEEMED = "redeemed"
 UNKNOWN_COUPON = "unknown_coupon"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.catalog import CatalogError, Reward, decode_reward
-from schemas.state import decode_stock
+from loyalty.schemas.catalog import CatalogError, Reward, decode_reward
+from loyalty.schemas.state import decode_stock
 
 
 class CatalogView:

@@ -35,7 +35,7 @@ import faust
 from faust.worker import Worker
 from kafka.errors import KafkaError
 
-from streams.settings import Settings
+from loyalty.streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ def _stop_signals_raise(deadline: ExitDeadline) -> Iterator[None]:
 
 def run_worker(settings: Settings) -> int:
     """Run a worker until it is stopped or crashes; return its exit status."""
-    from streams.app import create_app
-    from streams.topics import TopicLayoutError, ensure_topics
+    from loyalty.agents.topology import create_app
+    from loyalty.streams.topics import TopicLayoutError, ensure_topics
 
     deadline = ExitDeadline(settings.shutdown_grace_s)
     try:

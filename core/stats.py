@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.state import Stats
+from loyalty.schemas.state import Stats
 
 LONGEST_WINDOW_DAYS = 90
 DAYPARTS = ("morning", "midday", "evening", "night")

@@ -11,10 +11,10 @@ from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from typing import Any
 
-from schemas.state import MemberState
-from streams.program import Program, Rfm
-from streams.rules import tier_named
-from tables.stats import DAYPARTS, figures
+from loyalty.core.program import Program, Rfm
+from loyalty.core.rules import tier_named
+from loyalty.core.stats import DAYPARTS, figures
+from loyalty.schemas.state import MemberState
 
 ENTERED = "entered"
 LEFT = "left"
@@ -39,7 +39,7 @@ def rfm_scores(stats: dict[str, Any], rfm: Rfm | None) -> dict[str, Any]:
 def predicate_fields(
     state: MemberState, program: Program, stats: dict[str, Any], rfm: dict[str, Any]
 ) -> dict[str, Any]:
-    """What segment predicates read (``streams.predicates.FIELDS``)."""
+    """What segment predicates read (``core.predicates.FIELDS``)."""
     shares = stats["daypart_shares_30d"]
     return {
         **stats,

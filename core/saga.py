@@ -32,8 +32,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Protocol
 
-from schemas.events import CANCELLED, FULFILLED, REDEMPTION_REQUEST, RedemptionMessage
-from schemas.state import RedemptionRequest, RewardStock
+from loyalty.schemas.events import CANCELLED, FULFILLED, REDEMPTION_REQUEST, RedemptionMessage
+from loyalty.schemas.state import RedemptionRequest, RewardStock
 
 # Coordinator statuses.
 HOLDING = "holding"

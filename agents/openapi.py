@@ -2,8 +2,8 @@
 ``/openapi.json``.
 
 It describes what ``agents.profiles``, ``agents.catalog`` and ``agents.web`` answer; the
-profile fields are those of ``streams.profile.member_profile``, the catalog's those of
-``streams.catalog.CatalogView.listing``. Like the event contracts, it only grows: new
+profile fields are those of ``core.profile.member_profile``, the catalog's those of
+``core.catalog.CatalogView.listing``. Like the event contracts, it only grows: new
 fields are added to the answers, never taken away, so clients must ignore fields they do
 not know. There is no ``servers`` entry: the API is at the address the document was
 fetched from, on any worker.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.ids import ID_PATTERN, MAX_ID_LENGTH
-from streams.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT
+from loyalty.core.profile import DEFAULT_LEDGER_LIMIT, MAX_LEDGER_LIMIT
+from loyalty.schemas.ids import ID_PATTERN, MAX_ID_LENGTH
 
 # The ``error`` codes of the API's error answers.
 MALFORMED_MEMBER_ID = "malformed_member_id"

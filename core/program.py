@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.predicates import Predicate, PredicateError, compile_predicate, fields_of
+from loyalty.core.predicates import Predicate, PredicateError, compile_predicate, fields_of
 
 
 class ProgramError(ValueError):
@@ -80,7 +80,7 @@ class Rfm:
 class Segment:
     name: str
     when: str
-    """The predicate as written (see ``streams.predicates``)."""
+    """The predicate as written (see ``core.predicates``)."""
     matches: Predicate = field(compare=False, repr=False)
 
 

@@ -13,14 +13,19 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from schemas.events import (
+from loyalty.core import saga as saga_steps
+from loyalty.core.ids import derive_id
+from loyalty.core.program import Program
+from loyalty.core.rules import fuel_points, tier_named
+from loyalty.core.saga import Step
+from loyalty.schemas.events import (
     SALE,
     MemberEvent,
     RedemptionStep,
     ReferralOutcome,
     Transaction,
 )
-from schemas.outputs import (
+from loyalty.schemas.outputs import (
     BIRTHDAY_BONUS,
     EXPIRY,
     FUEL_POINTS,
@@ -32,12 +37,7 @@ from schemas.outputs import (
     RewardEvent,
     SegmentChange,
 )
-from schemas.state import AppliedEvent, Coupon, MemberState
-from streams import redemptions as saga_steps
-from streams.ids import derive_id
-from streams.program import Program
-from streams.redemptions import Step
-from streams.rules import fuel_points, tier_named
+from loyalty.schemas.state import AppliedEvent, Coupon, MemberState
 
 TRANSACTION_SOURCE = "transaction"
 MEMBER_EVENT_SOURCE = "member_event"
@@ -76,7 +76,7 @@ class Outputs:
     """Messages for the referral-code registry (topic ``loyalty.referrals``, key ``code``)."""
     segments: list[SegmentChange] = field(default_factory=list)
     saga: list[Step] = field(default_factory=list)
-    """Messages of the redemption saga (``streams.redemptions``)."""
+    """Messages of the redemption saga (``core.saga``)."""
 
 
 def referral_ops(
