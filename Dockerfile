@@ -42,7 +42,8 @@ RUN groupadd --system --gid 10001 loyalty \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The installed package does not carry the program file: ship it and point at it.
+# The package carries program/default.toml as its default; this copy outside it is the one
+# an operator replaces (mount another file here, or point LOYALTY_PROGRAM elsewhere).
 COPY program/ /app/program/
 
 ENV PATH=/opt/venv/bin:$PATH \

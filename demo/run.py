@@ -22,11 +22,11 @@ from loyalty.demo.pos import PosSimulator
 from loyalty.demo.worker_process import WorkerProcess
 from loyalty.localkafka import broker
 from loyalty.schemas.catalog import load_catalog_file
-from loyalty.streams.settings import REPO_ROOT, from_env
+from loyalty.streams.settings import PROGRAM_DIR, from_env
 from loyalty.streams.topics import ensure_topics, publish_catalog
 
 LOCAL = Path(".local")
-EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"
+EXAMPLE_CATALOG = PROGRAM_DIR / "catalog.toml"
 REDEMPTION_EVERY = 8
 """One send in this many is a redemption request (after the first ``REDEMPTION_EVERY * 4``
 sales, so that members have points)."""

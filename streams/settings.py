@@ -11,8 +11,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PROGRAM = REPO_ROOT / "program" / "default.toml"
+PROGRAM_DIR = Path(__file__).resolve().parent.parent / "program"
+"""The program files that come with the engine: program/ of the repository, or
+``loyalty/program`` of an installed wheel."""
+DEFAULT_PROGRAM = PROGRAM_DIR / "default.toml"
 DEFAULT_PEER_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 

@@ -25,11 +25,11 @@ from loyalty.core.catalog import CatalogView
 from loyalty.demo.worker_process import WorkerProcess
 from loyalty.schemas.catalog import Reward, encode_reward, load_catalog_file
 from loyalty.schemas.state import RewardStock, encode_stock
-from loyalty.streams.settings import REPO_ROOT, Settings, to_env
+from loyalty.streams.settings import PROGRAM_DIR, Settings, to_env
 from loyalty.streams.topics import changelog_topic_name, ensure_topics
 from tests.integration.harness import get, isolated_settings, produce
 
-EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"
+EXAMPLE_CATALOG = PROGRAM_DIR / "catalog.toml"
 
 
 def wait_for_catalog(url: str, condition: Any, timeout: float, what: str) -> list[dict[str, Any]]:

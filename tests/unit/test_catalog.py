@@ -26,10 +26,10 @@ from loyalty.schemas.catalog import (
     load_catalog_file,
 )
 from loyalty.schemas.state import MemberState, Redemption, RewardStock, encode_state, encode_stock
-from loyalty.streams.settings import REPO_ROOT
+from loyalty.streams.settings import PROGRAM_DIR
 from tests.unit.builders import MEMBER
 
-EXAMPLE_CATALOG = REPO_ROOT / "program" / "catalog.toml"
+EXAMPLE_CATALOG = PROGRAM_DIR / "catalog.toml"
 
 COFFEE = Reward("coffee", {"en": "Coffee", "es": "Café"}, 80, 10)
 WASH = Reward("car-wash", {"en": "Car wash"}, 450, 3, per_member_limit=2)
